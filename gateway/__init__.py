@@ -1,0 +1,1 @@
+"""gateway: a multi-endpoint WebSocket gateway on trio."""

@@ -1,0 +1,134 @@
+"""The assembled gateway: config -> routing policy, mounts with loaded plugins, auth, state.
+
+:func:`build` does every check that needs imports or the environment (plugins load and their
+options validate, authenticators import, the cookie secret exists), so ``gateway check`` and
+``gateway serve`` refuse a bad deployment with the same message before opening a port.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from gateway.auth import Authenticator, CookieAuthenticator
+from gateway.config.schema import Config
+from gateway.core import cookies
+from gateway.core.decisions import MountRoute
+from gateway.core.frontdoor import Policy
+from gateway.core.routing import Router, Template
+from gateway.errors import ConfigError, PluginLoadError
+from gateway.mount import Mount
+from gateway.plugins import LoadedPlugin, import_object, load
+
+
+@dataclass
+class MountRuntime:
+    """A mount with what serving it needs."""
+
+    mount: Mount
+    plugin: LoadedPlugin
+    authenticator: Authenticator | None
+
+
+@dataclass
+class App:
+    """Everything a connection handler consults, plus the server-wide state."""
+
+    config: Config
+    policy: Policy
+    mounts: dict[str, MountRuntime]
+    static_root: Path | None
+    keyring: cookies.KeyRing | None
+    draining: bool = False
+    connections: int = 0
+    idle: trio.Event = field(default_factory=trio.Event)
+
+    @asynccontextmanager
+    async def lifespans(self) -> AsyncIterator[None]:
+        """Enter every class plugin's lifespan (in mount order), leave them in reverse."""
+        async with AsyncExitStack() as stack:
+            for runtime in self.mounts.values():
+                instance = runtime.plugin.instance
+                if instance is not None:
+                    await stack.enter_async_context(instance.lifespan())
+            yield
+
+    def start_draining(self) -> None:
+        """Graceful shutdown: new handshakes get 503, open WebSockets get 1001."""
+        self.draining = True
+        for runtime in self.mounts.values():
+            runtime.mount.close_all(1001, "server shutting down")
+
+    def connection_opened(self) -> None:
+        self.connections += 1
+        if self.idle.is_set():
+            self.idle = trio.Event()
+
+    def connection_closed(self) -> None:
+        self.connections -= 1
+        if self.connections == 0:
+            self.idle.set()
+
+
+def build(config: Config, environ: Mapping[str, str] | None = None) -> App:
+    """Load plugins and authenticators for ``config``; raises :class:`ConfigError`."""
+    environ = os.environ if environ is None else environ
+    _importable_from(config.source)
+    keyring = None
+    if any(
+        m.websocket.auth != "none" and m.websocket.authenticator is None for m in config.plugins
+    ):
+        try:
+            keyring = cookies.KeyRing.from_env(config.auth.secret_env, environ)
+        except ValueError as exc:
+            users = [m.name for m in config.plugins if m.websocket.auth != "none"]
+            raise ConfigError(
+                "auth.secret_env", f"{exc} (needed for cookie auth by plugins.{users[0]})"
+            ) from None
+    mounts: dict[str, MountRuntime] = {}
+    routes: list[tuple[Template, MountRoute]] = []
+    for mc in config.plugins:
+        mount = Mount(mc)
+        plugin = load(mount)
+        authenticator = _authenticator(mc.name, mc.websocket.authenticator, keyring, config)
+        mounts[mc.name] = MountRuntime(mount, plugin, authenticator)
+        route = MountRoute(mc.name, mc.websocket.origins, mc.websocket.require_origin)
+        routes.append((Template.parse(mc.path), route))
+    policy = Policy(
+        router=Router(routes),
+        health_path=config.http.health_path,
+        ready_path=config.http.ready_path,
+        static=config.http.static_root is not None,
+        unknown_path=config.server.unknown_path,
+    )
+    static_root = Path(config.http.static_root) if config.http.static_root else None
+    app = App(config, policy, mounts, static_root, keyring)
+    app.idle.set()
+    return app
+
+
+def _importable_from(source: str) -> None:
+    """Plugins named in a config import relative to the config file's folder (as uvicorn's
+    ``--app-dir``), so a project's own plugins need no packaging."""
+    folder = str(Path(source).resolve().parent) if source.endswith(".toml") else None
+    if folder is not None and folder not in sys.path:
+        sys.path.insert(0, folder)
+
+
+def _authenticator(
+    name: str, spec: str | None, keyring: cookies.KeyRing | None, config: Config
+) -> Authenticator | None:
+    if spec is not None:
+        obj = import_object(spec, f"plugins.{name}.authenticator")
+        if not callable(obj):
+            raise PluginLoadError(f"plugins.{name}.authenticator", f"{spec!r} is not callable")
+        return obj  # type: ignore[no-any-return]
+    if keyring is None:
+        return None
+    return CookieAuthenticator(keyring, config.auth.cookie_name, config.auth.max_age)

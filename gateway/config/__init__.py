@@ -1,0 +1,1 @@
+"""Configuration: TOML -> frozen dataclasses, every error naming its key path."""

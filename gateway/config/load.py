@@ -1,0 +1,194 @@
+"""Read ``config.toml`` into a :class:`Config`, checking everything that can be checked
+without importing plugins (that is :mod:`gateway.plugins`' job) or touching the network.
+
+Rules beyond the types: listen addresses parse; paths are valid templates that neither repeat
+nor overlap nor shadow the health paths; origins are real origins; ``"*"`` origins are refused
+on a mount that authenticates (cross-site WebSocket hijacking, ../LIMITS.md); relative file
+paths are relative to the config file's folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from gateway.config.schema import (
+    AuthConfig,
+    Config,
+    HttpConfig,
+    MountConfig,
+    ServerConfig,
+    WebSocketConfig,
+)
+from gateway.config.validate import build, describe
+from gateway.core import origin
+from gateway.core.routing import Template
+from gateway.errors import ConfigError
+
+_TABLES = {"server", "http", "auth", "websocket", "plugins"}
+_MOUNT_KEYS = {"path", "use", "options"}
+_WS_KEYS = {f.name for f in dataclasses.fields(WebSocketConfig)}
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def load_file(path: str | Path) -> Config:
+    """Read and check the TOML file at ``path``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("", f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError("", f"cannot read config file {path}: {exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("", f"{path}: invalid TOML: {exc}") from None
+    return parse(data, source=str(path), base_dir=path.resolve().parent)
+
+
+def parse(
+    data: dict[str, Any], *, source: str = "<config>", base_dir: Path | None = None
+) -> Config:
+    """Check already-parsed TOML ``data``; see the module docstring."""
+    base_dir = base_dir or Path.cwd()
+    for key in data:
+        if key not in _TABLES:
+            raise ConfigError(key, f"unknown table (known tables: {', '.join(sorted(_TABLES))})")
+    server = build(ServerConfig, data.get("server", {}), "server")
+    for i, address in enumerate(server.listen):
+        try:
+            parse_listen(address)
+        except ValueError as exc:
+            raise ConfigError(f"server.listen[{i}]", str(exc)) from None
+    if not server.listen:
+        raise ConfigError("server.listen", "needs at least one address")
+    if server.tls is not None:
+        server = dataclasses.replace(
+            server,
+            tls=dataclasses.replace(
+                server.tls,
+                cert=_existing_file(base_dir, server.tls.cert, "server.tls.cert"),
+                key=_existing_file(base_dir, server.tls.key, "server.tls.key"),
+            ),
+        )
+    http = _http(build(HttpConfig, data.get("http", {}), "http"), base_dir)
+    auth = build(AuthConfig, data.get("auth", {}), "auth")
+    websocket = _websocket(
+        build(WebSocketConfig, data.get("websocket", {}), "websocket"), "websocket"
+    )
+    mounts = _mounts(data.get("plugins", {}), websocket, http)
+    return Config(server, http, auth, websocket, mounts, source)
+
+
+def parse_listen(address: str) -> tuple[str, int]:
+    """``"127.0.0.1:8080"`` / ``"[::1]:8080"`` / ``"localhost:0"`` -> ``(host, port)``."""
+    host, colon, port = address.rpartition(":")
+    if not colon or not host:
+        raise ValueError(f"expected 'host:port', got {address!r}")
+    if host.startswith("["):
+        if not host.endswith("]"):
+            raise ValueError(f"unbalanced '[' in {address!r}")
+        host = host[1:-1]
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"port must be 0-65535, got {port!r}")
+    if not re.fullmatch(r"[A-Za-z0-9.\-:]+", host):
+        raise ValueError(f"invalid host {host!r}")
+    return host, int(port)
+
+
+def _existing_file(base_dir: Path, name: str, key: str) -> str:
+    path = (base_dir / name).resolve()
+    if not path.is_file():
+        raise ConfigError(key, f"file not found: {path}")
+    return str(path)
+
+
+def _http(http: HttpConfig, base_dir: Path) -> HttpConfig:
+    for key in ("health_path", "ready_path"):
+        if not getattr(http, key).startswith("/"):
+            raise ConfigError(f"http.{key}", "must start with '/'")
+    if http.static_root is None:
+        return http
+    root = (base_dir / http.static_root).resolve()
+    if not root.is_dir():
+        raise ConfigError("http.static_root", f"directory not found: {root}")
+    if "/" in http.index_file or http.index_file.startswith("."):
+        raise ConfigError("http.index_file", "must be a plain file name")
+    return dataclasses.replace(http, static_root=str(root))
+
+
+def _websocket(ws: WebSocketConfig, where: str) -> WebSocketConfig:
+    if ws.origins is None:
+        return ws
+    normalized = []
+    for i, value in enumerate(ws.origins):
+        if value == origin.ANY:
+            normalized.append(value)
+            continue
+        norm = origin.normalize(value)
+        if norm is None:
+            raise ConfigError(
+                f"{where}.origins[{i}]", f"not an origin like 'https://host[:port]': {value!r}"
+            )
+        normalized.append(norm)
+    if origin.ANY in normalized and ws.auth != "none":
+        raise ConfigError(
+            f"{where}.origins",
+            "'*' is not allowed on a mount with auth: any site could use the visitor's cookie",
+        )
+    return dataclasses.replace(ws, origins=tuple(normalized))
+
+
+def _mounts(table: object, defaults: WebSocketConfig, http: HttpConfig) -> tuple[MountConfig, ...]:
+    if not isinstance(table, dict):
+        raise ConfigError("plugins", f"expected table, got {describe(table)}")
+    mounts: list[MountConfig] = []
+    templates: list[tuple[str, Template]] = []
+    for name, raw in table.items():
+        where = f"plugins.{name}"
+        if not _NAME.fullmatch(name):
+            raise ConfigError(where, "mount names use letters, digits, '-' and '_'")
+        if not isinstance(raw, dict):
+            raise ConfigError(where, f"expected table, got {describe(raw)}")
+        for key in raw:
+            if key not in _MOUNT_KEYS and key not in _WS_KEYS:
+                known = ", ".join(sorted(_MOUNT_KEYS | _WS_KEYS))
+                raise ConfigError(f"{where}.{key}", f"unknown key (known keys: {known})")
+        for key in ("path", "use"):
+            if key not in raw:
+                raise ConfigError(f"{where}.{key}", "missing required key")
+            if not isinstance(raw[key], str):
+                raise ConfigError(f"{where}.{key}", f"expected string, got {describe(raw[key])}")
+        options = raw.get("options", {})
+        if not isinstance(options, dict):
+            raise ConfigError(f"{where}.options", f"expected table, got {describe(options)}")
+        template = _template(raw["path"], f"{where}.path", http, templates)
+        templates.append((where, template))
+        merged = {**_as_raw(defaults), **{k: v for k, v in raw.items() if k in _WS_KEYS}}
+        ws = _websocket(build(WebSocketConfig, merged, where), where)
+        mounts.append(MountConfig(name, raw["path"], raw["use"], dict(options), ws))
+    return tuple(mounts)
+
+
+def _template(path: str, key: str, http: HttpConfig, seen: list[tuple[str, Template]]) -> Template:
+    try:
+        template = Template.parse(path)
+    except ValueError as exc:
+        raise ConfigError(key, f"invalid path {path!r}: {exc}") from None
+    for reserved in (http.health_path, http.ready_path):
+        if template.match(reserved[1:].split("/")) is not None:
+            raise ConfigError(key, f"{path!r} shadows the health path {reserved!r}")
+    for other_where, other in seen:
+        if template.overlaps(other):
+            what = "duplicates" if other.source == path else "overlaps"
+            raise ConfigError(key, f"{path!r} {what} {other_where}.path {other.source!r}")
+    return template
+
+
+def _as_raw(ws: WebSocketConfig) -> dict[str, Any]:
+    # None means "not set" for the optional keys, so leave those out rather than pass None.
+    return {f.name: v for f in dataclasses.fields(ws) if (v := getattr(ws, f.name)) is not None}

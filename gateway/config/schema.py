@@ -1,0 +1,89 @@
+"""The configuration's shape: frozen dataclasses, one per TOML table.
+
+Field names are the TOML keys; defaults are the documented defaults (README, "Configuration
+reference", and ../LIMITS.md for where the numbers come from).  Values are checked by
+:mod:`gateway.config.validate`; cross-field rules live in :mod:`gateway.config.load`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+KiB = 1024
+MiB = 1024 * KiB
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    cert: str
+    key: str
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    listen: tuple[str, ...] = ("127.0.0.1:8080",)
+    unknown_path: Literal["destroy", "404"] = "destroy"
+    max_connections: int = field(default=10_000, metadata={"min": 1})
+    shutdown_timeout: float = field(default=10.0, metadata={"min": 0})
+    tls: TLSConfig | None = None
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    static_root: str | None = None
+    index_file: str = "index.html"
+    health_path: str = "/healthz"
+    ready_path: str = "/readyz"
+    keepalive_timeout: float = field(default=5.0, metadata={"min": 0})
+    head_timeout: float = field(default=10.0, metadata={"min": 0})
+    max_requests_per_connection: int = field(default=1000, metadata={"min": 1})
+    max_body_size: int = field(default=1 * MiB, metadata={"min": 0})
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    cookie_name: str = "gateway_session"
+    secret_env: str = "GATEWAY_SECRET"
+    max_age: float = field(default=86_400.0, metadata={"min": 1})
+
+
+AuthMode = Literal["none", "optional", "required"]
+
+
+@dataclass(frozen=True)
+class WebSocketConfig:
+    """Defaults for every mount; each key may be repeated in a ``[plugins.NAME]`` table."""
+
+    origins: tuple[str, ...] | None = None  # None: same origin as Host
+    require_origin: bool = False
+    subprotocols: tuple[str, ...] = ()
+    auth: AuthMode = "none"
+    authenticator: str | None = None  # "module:callable"; default: the signed cookie
+    max_message_size: int = field(default=1 * MiB, metadata={"min": 1})
+    inbound_queue: int = field(default=16, metadata={"min": 1})
+    outbound_queue_bytes: int = field(default=1 * MiB, metadata={"min": 1})
+    max_connections: int = field(default=10_000, metadata={"min": 1})
+    handshake_timeout: float = field(default=10.0, metadata={"min": 0})
+    close_timeout: float = field(default=10.0, metadata={"min": 0})
+
+
+@dataclass(frozen=True)
+class MountConfig:
+    """One ``[plugins.NAME]`` table: a plugin mounted on a path template."""
+
+    name: str
+    path: str
+    use: str
+    options: dict[str, Any]
+    websocket: WebSocketConfig
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig = ServerConfig()
+    http: HttpConfig = HttpConfig()
+    auth: AuthConfig = AuthConfig()
+    websocket: WebSocketConfig = WebSocketConfig()
+    plugins: tuple[MountConfig, ...] = ()
+    source: str = "<defaults>"  # the file it came from, for messages

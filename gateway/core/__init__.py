@@ -1,0 +1,1 @@
+"""Pure core: decisions over h11 events; imports no trio."""

@@ -1,0 +1,110 @@
+"""The front door's decision table: one pure function from an h11 request to a Decision.
+
+``classify(request, policy, secure=...)`` never raises for any request h11 accepts; it only
+reads the request, so every row of the table is a unit test.  Order matters and is documented
+in the README ("How a request is answered"):
+
+1. framing h11 lets through but we refuse (RFC 9112 §6.1: Content-Length with
+   Transfer-Encoding; Transfer-Encoding on HTTP/1.0) -> 400 and close;
+2. a target that is not origin-form (``/path?query``) -> 400;
+3. ``Upgrade: websocket`` -> route by path; unknown -> :class:`Destroy` (or 404 if configured);
+   known -> handshake validation (400/405/426) -> Origin (403) -> :class:`Upgrade`;
+4. the health and readiness paths -> :class:`Health`;
+5. a WebSocket path asked for without the upgrade -> 426 with ``Upgrade: websocket``;
+6. static files (GET/HEAD) -> :class:`Static`, other methods -> 405; no static root -> 404.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import h11
+
+from gateway.core import handshake, origin
+from gateway.core import headers as hdr
+from gateway.core.decisions import Decision, Destroy, Health, MountRoute, Reject, Static, Upgrade
+from gateway.core.routing import Router
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Everything :func:`classify` consults; built once from the config."""
+
+    router: Router[MountRoute]
+    health_path: str = "/healthz"
+    ready_path: str = "/readyz"
+    static: bool = False
+    unknown_path: Literal["destroy", "404"] = "destroy"
+
+
+NOT_FOUND = Reject(404, "not found")
+
+
+def classify(request: h11.Request, policy: Policy, *, secure: bool = False) -> Decision:
+    """Decide what to do with ``request``; see the module docstring for the order."""
+    framing = _check_framing(request)
+    if framing is not None:
+        return framing
+    if not request.target.startswith(b"/"):
+        # Absolute-form is for proxies and "*" for OPTIONS server-wide; we are neither.
+        return Reject(400, "request target must be an absolute path", close=True)
+    raw_path, raw_query = hdr.split_target(request.target)
+    path = raw_path.decode("ascii", "replace")  # h11 only lets visible ASCII through
+
+    if handshake.is_websocket_upgrade(request):
+        return _upgrade(request, policy, path, raw_query.decode("ascii", "replace"), secure)
+
+    if path == policy.health_path:
+        return Health(ready=False)
+    if path == policy.ready_path:
+        return Health(ready=True)
+    if policy.router.match(path) is not None:
+        # RFC 9110 §15.5.22: a 426 must say which protocol to upgrade to.
+        return Reject(
+            426,
+            "this path is a WebSocket endpoint",
+            (("Upgrade", "websocket"), ("Connection", "Upgrade")),
+        )
+    if not policy.static:
+        return NOT_FOUND
+    if request.method not in (b"GET", b"HEAD"):
+        return Reject(405, "method not allowed", (("Allow", "GET, HEAD"),))
+    return Static(path)
+
+
+def _check_framing(request: h11.Request) -> Reject | None:
+    h = request.headers
+    has_te = any(n == b"transfer-encoding" for n, _ in h)
+    if has_te and any(n == b"content-length" for n, _ in h):
+        # RFC 9112 §6.1: such a message "ought to be handled as an error"; the connection
+        # must be closed after responding, else a smuggled request may follow.
+        return Reject(400, "both Content-Length and Transfer-Encoding", close=True)
+    if has_te and request.http_version == b"1.0":
+        return Reject(400, "Transfer-Encoding on HTTP/1.0", close=True)
+    return None
+
+
+def _upgrade(request: h11.Request, policy: Policy, path: str, query: str, secure: bool) -> Decision:
+    match = policy.router.match(path)
+    if match is None:
+        # Nobody serves this path: like ws's noServer pattern, destroy the socket so no plugin
+        # code runs and nothing about the server leaks (or answer 404 if configured).
+        if policy.unknown_path == "404":
+            return Reject(404, "no WebSocket endpoint at this path", close=True)
+        return Destroy("unknown WebSocket path")
+    info = handshake.validate(request)
+    if isinstance(info, Reject):
+        return info
+    mount = match.target
+    denied = origin.check(
+        info.origin,
+        host=info.host,
+        secure=secure,
+        allowed=mount.origins,
+        require=mount.require_origin,
+    )
+    if denied is not None:
+        return denied
+    cookies = tuple(hdr.text(v) for v in hdr.values(request.headers, b"cookie"))
+    return Upgrade(mount, match.params, info, path, query, cookies)

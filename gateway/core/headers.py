@@ -1,0 +1,52 @@
+"""Reading HTTP header fields the way RFC 9110 says they combine.
+
+h11 hands us ``(name, value)`` pairs with lowercase byte names; these helpers answer the few
+questions the front door asks (one value? a token list?) without ever raising on odd input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+Headers = Sequence[tuple[bytes, bytes]]
+
+
+def values(headers: Headers, name: bytes) -> list[bytes]:
+    """All values of the field ``name`` (lowercase), in order."""
+    return [v for n, v in headers if n == name]
+
+
+def first(headers: Headers, name: bytes) -> bytes | None:
+    """The first value of ``name``, or ``None``; callers that forbid repeats check ``values``."""
+    for n, v in headers:
+        if n == name:
+            return v
+    return None
+
+
+def tokens(headers: Headers, name: bytes) -> list[bytes]:
+    """The comma-separated list elements of every ``name`` field, lowercased (RFC 9110 §5.6.1).
+
+    Used for ``Connection``, ``Upgrade`` and ``Sec-WebSocket-Version``, whose tokens are
+    case-insensitive; empty elements (``a, ,b``) are dropped as §5.6.1 requires.
+    """
+    out: list[bytes] = []
+    for value in values(headers, name):
+        out.extend(t for t in (part.strip().lower() for part in value.split(b",")) if t)
+    return out
+
+
+def text(value: bytes) -> str:
+    """Decode a header value for use in Python (latin-1 cannot fail; h11 validated the bytes)."""
+    return value.decode("latin-1")
+
+
+def split_target(target: bytes) -> tuple[bytes, bytes]:
+    """``b"/a/b?x=1"`` -> ``(b"/a/b", b"x=1")``; the fragment never reaches a server."""
+    path, _, query = target.partition(b"?")
+    return path, query
+
+
+def encode(pairs: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    """Header pairs from str to the bytes h11 wants."""
+    return [(n.encode("ascii"), v.encode("latin-1")) for n, v in pairs]

@@ -1,0 +1,57 @@
+"""One exception tree for the whole gateway.
+
+Decisions in the pure core are returned as values (:class:`gateway.http.responses.Reject`);
+exceptions here unwind.  Each third-party library's errors are translated into these at exactly
+one boundary, so callers never need to know whether h11, wsproto or the OS raised.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway raises on purpose."""
+
+
+class ConfigError(GatewayError):
+    """The configuration is invalid.
+
+    ``path`` is the dotted key path (``plugins.chat.options.max_members``) and ``problem`` says
+    what is wrong with it; ``str()`` gives ``"path: problem"`` so the CLI can print it as is.
+    """
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"{path}: {problem}" if path else problem)
+
+
+class PluginLoadError(ConfigError):
+    """A plugin named by ``use = "module:attr"`` could not be imported or is not a plugin."""
+
+
+class CloseSession(GatewayError):
+    """Raised by a handler to close its WebSocket with ``code`` and ``reason``.
+
+    RFC 6455 §7.4: application codes live in 4000-4999; 1000-2999 are protocol codes of which
+    only those a server may send are accepted here.
+    """
+
+    def __init__(self, code: int = 1000, reason: str = "") -> None:
+        if not is_sendable_close_code(code):
+            raise ValueError(f"close code {code} may not be sent by an endpoint (RFC 6455 §7.4)")
+        if len(reason.encode("utf-8")) > 123:
+            # §5.5: control frame payload ≤ 125 bytes, 2 of which hold the code.
+            raise ValueError("close reason longer than 123 UTF-8 bytes")
+        self.code = code
+        self.reason = reason
+        super().__init__(code, reason)
+
+
+_RESERVED_NOT_SENDABLE = frozenset({1004, 1005, 1006, 1015})
+
+
+def is_sendable_close_code(code: int) -> bool:
+    """Whether an endpoint may put ``code`` in a Close frame (RFC 6455 §7.4.1, §7.4.2)."""
+    if 1000 <= code <= 1014:
+        return code not in _RESERVED_NOT_SENDABLE
+    return 3000 <= code <= 4999

@@ -1,0 +1,313 @@
+"""One client connection's HTTP/1.1 life: h11 <-> a trio stream, and carrying out decisions.
+
+The loop reads one request head at a time (within a deadline), asks the pure front door what to
+do (:func:`gateway.core.frontdoor.classify`) and does it: a fixed response, a static file, the
+health probe, destroying the socket, or handing it over to the WebSocket seam
+(:mod:`gateway.upgrade`), after which this module lets go of the stream.
+
+Deadlines (``[http]``): the first request head must be complete within ``head_timeout`` of the
+accept; between requests a keep-alive connection may stay idle ``keepalive_timeout``; once a
+later request's first byte arrives its head has ``head_timeout``.  A head that is started but
+not finished in time gets 408; an idle connection is just closed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from email.utils import formatdate
+
+import h11
+import trio
+from trio_websocket import Endpoint
+
+from gateway import upgrade
+from gateway.app import App
+from gateway.core import frontdoor
+from gateway.core.decisions import REASONS, Destroy, Health, Reject, Static, Upgrade
+from gateway.http import static
+from gateway.log import safe
+
+log = logging.getLogger("gateway.http")
+
+RECEIVE_SIZE = 65536
+MAX_HEAD = 16 * 1024  # h11's bound on an incomplete head (LIMITS.md)
+_SERVER = (b"server", b"gateway")
+
+
+class _Timeout(Exception):
+    """The deadline passed; ``started`` says whether part of a request had arrived."""
+
+    def __init__(self, started: bool) -> None:
+        self.started = started
+
+
+class HTTPConnection:
+    """Serves one accepted connection; owns ``stream`` until it hands it to a WebSocket."""
+
+    def __init__(
+        self,
+        app: App,
+        stream: trio.abc.Stream,
+        *,
+        remote: Endpoint | None,
+        local: Endpoint | None,
+        secure: bool = False,
+    ) -> None:
+        self.app = app
+        self.stream = stream
+        self.remote = remote
+        self.local = local
+        self.secure = secure
+        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+        self.http = app.config.http
+        self._accepted_at = trio.current_time()
+        self._method = b""
+
+    @property
+    def remote_text(self) -> str:
+        if self.remote is None:
+            return "-"
+        address = self.remote.address
+        host = f"[{address}]" if address.version == 6 else str(address)
+        return f"{host}:{self.remote.port}"
+
+    async def serve(self) -> None:
+        """Serve requests until the connection closes or becomes a WebSocket."""
+        handed_over = False
+        try:
+            handed_over = await self._loop()
+        finally:
+            if not handed_over:
+                with trio.CancelScope(shield=True):
+                    await self.stream.aclose()
+
+    async def _loop(self) -> bool:
+        for count in range(self.http.max_requests_per_connection):
+            try:
+                request = await self._next_request(first=count == 0)
+            except _Timeout as exc:
+                if exc.started:
+                    await self._send_simple(Reject(408, "request head timed out", close=True))
+                return False
+            except h11.RemoteProtocolError as exc:
+                await self._protocol_error(exc)
+                return False
+            if request is None:
+                return False
+            decision = frontdoor.classify(request, self.app.policy, secure=self.secure)
+            if isinstance(decision, Upgrade):
+                return await self._upgrade(request, decision)
+            if isinstance(decision, Destroy):
+                log.info(
+                    "destroyed %s %s: %s", self.remote_text, safe(request.target), decision.reason
+                )
+                await _abort(self.stream)
+                return True  # nothing more to close
+            if isinstance(decision, Reject):
+                await self._send_simple(decision)
+            elif isinstance(decision, Health):
+                await self._health(decision)
+            elif isinstance(decision, Static):
+                await self._static(request, decision)
+            if not await self._finish_cycle():
+                return False
+        return False
+
+    # -- reading ------------------------------------------------------------------------------
+
+    async def _next_request(self, *, first: bool) -> h11.Request | None:
+        """The next request head, ``None`` if the client closed cleanly between requests."""
+        if first:
+            deadline = self._accepted_at + self.http.head_timeout
+        else:
+            deadline = trio.current_time() + self.http.keepalive_timeout
+        started = False
+        while True:
+            event = self.conn.next_event()
+            if isinstance(event, h11.Request):
+                self._method = event.method
+                return event
+            if isinstance(event, h11.ConnectionClosed):
+                return None
+            if event is not h11.NEED_DATA:
+                raise h11.RemoteProtocolError(f"unexpected {type(event).__name__}", 400)
+            if not started and self.conn.trailing_data[0]:
+                # The first byte of a later request: its head now has head_timeout.
+                started = True
+                if not first:
+                    deadline = trio.current_time() + self.http.head_timeout
+            with trio.move_on_at(deadline):
+                self.conn.receive_data(await self._receive())
+                continue
+            raise _Timeout(started or bool(self.conn.trailing_data[0]))
+
+    async def _receive(self) -> bytes:
+        try:
+            return bytes(await self.stream.receive_some(RECEIVE_SIZE))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return b""
+
+    async def _finish_cycle(self) -> bool:
+        """Drain the request body (bounded) and reset h11 for the next request on this
+        connection; ``False`` when the connection must close instead."""
+        conn = self.conn
+        if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
+            return False
+        remaining = self.http.max_body_size
+        with trio.move_on_after(self.http.head_timeout) as scope:
+            while conn.their_state is h11.SEND_BODY:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    data = await self._receive()
+                    if not data:
+                        return False
+                    conn.receive_data(data)
+                elif isinstance(event, h11.Data):
+                    remaining -= len(event.data)
+                    if remaining < 0:
+                        return False
+        if scope.cancelled_caught or conn.our_state is not h11.DONE:
+            return False
+        try:
+            conn.start_next_cycle()
+        except h11.LocalProtocolError:
+            return False
+        return True
+
+    # -- answering ----------------------------------------------------------------------------
+
+    async def _send(self, *events: h11.Event) -> None:
+        data = b"".join(self.conn.send(e) or b"" for e in events)
+        await self.stream.send_all(data)
+
+    async def _send_simple(self, reject: Reject, body: bytes | None = None) -> None:
+        """A complete response with a short text body (the detail, fixed text from the core)."""
+        if self.conn.our_state is not h11.SEND_RESPONSE:
+            return  # too late to answer: just close
+        payload = (reject.detail + "\n").encode() if body is None else body
+        await self.respond(reject.status, reject.headers, payload, close=reject.close)
+
+    async def respond(
+        self,
+        status: int,
+        headers: tuple[tuple[str, str], ...],
+        body: bytes,
+        *,
+        close: bool = False,
+        content_type: bytes = b"text/plain; charset=utf-8",
+    ) -> None:
+        h = [
+            _SERVER,
+            (b"date", _date()),
+            (b"content-type", content_type),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        h.extend((n.encode("ascii"), v.encode("latin-1")) for n, v in headers)
+        if close:
+            h.append((b"connection", b"close"))
+        response = h11.Response(status_code=status, headers=h, reason=REASONS[status])
+        try:
+            if self._method == b"HEAD":
+                await self._send(response, h11.EndOfMessage())
+            else:
+                await self._send(response, h11.Data(data=body), h11.EndOfMessage())
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the client left; nothing to tell it
+
+    async def _protocol_error(self, exc: h11.RemoteProtocolError) -> None:
+        # h11's hint is 400 for malformed heads and 431 when the head is too large.
+        status = exc.error_status_hint if exc.error_status_hint in REASONS else 400
+        detail = "request header fields too large" if status == 431 else "malformed request"
+        await self._send_simple(Reject(status, detail, close=True))
+
+    async def _health(self, decision: Health) -> None:
+        if decision.ready and self.app.draining:
+            await self.respond(503, (("Cache-Control", "no-store"),), b"draining\n")
+        else:
+            await self.respond(200, (("Cache-Control", "no-store"),), b"ok\n")
+
+    async def _static(self, request: h11.Request, decision: Static) -> None:
+        root = self.app.static_root
+        found = None
+        if root is not None:
+            found = await static.open_static(
+                root, decision.path, self.http.index_file, request.method, request.headers
+            )
+        if found is None:
+            await self._send_simple(frontdoor.NOT_FOUND)
+            return
+        headers = [_SERVER, (b"date", _date()), *found.headers]
+        response = h11.Response(
+            status_code=found.status, headers=headers, reason=REASONS[found.status]
+        )
+        await self.stream.send_all(self.conn.send(response) or b"")
+        if found.send_body:
+            length = next(int(v) for n, v in found.headers if n == b"content-length")
+            sent = 0
+            async with contextlib.aclosing(static.iter_file(found.path, limit=length)) as chunks:
+                async for chunk in chunks:
+                    sent += len(chunk)
+                    await self.stream.send_all(self.conn.send(h11.Data(data=chunk)) or b"")
+            if sent != length:
+                # The file shrank under us: a short body must not look complete.
+                raise trio.BrokenResourceError("static file changed while being sent")
+        await self.stream.send_all(self.conn.send(h11.EndOfMessage()) or b"")
+
+    # -- upgrading ----------------------------------------------------------------------------
+
+    async def _upgrade(self, request: h11.Request, decision: Upgrade) -> bool:
+        """Admission checks, then the 101 and the session.  ``True``: the stream was handed
+        over (the session closed it); ``False``: we answered and the connection ends."""
+        settings = self.app.mounts[decision.mount.name].mount.settings
+        deadline = self._accepted_at + settings.handshake_timeout
+        with trio.move_on_at(deadline) as scope:
+            try:
+                prepared = await upgrade.prepare(self.app, decision, request, self.remote_text)
+            except upgrade.Refused as refused:
+                log.info(
+                    "refused %s %s: %d %s",
+                    self.remote_text,
+                    safe(request.target),
+                    refused.reject.status,
+                    refused.reject.detail,
+                )
+                await self._send_simple(refused.reject)
+                return False
+            trailing = await upgrade.switch(self.stream, self.conn, prepared[1])
+        if scope.cancelled_caught:
+            log.info("handshake deadline passed for %s", self.remote_text)
+            return False
+        upgrade_request, _headers, subprotocol = prepared
+        await upgrade.run_session(
+            self.app,
+            self.app.mounts[decision.mount.name],
+            self.stream,
+            upgrade_request,
+            request.target.decode("ascii", "replace"),
+            list(request.headers),
+            subprotocol,
+            trailing,
+            (self.local, self.remote),
+        )
+        return True
+
+
+async def _abort(stream: trio.abc.Stream) -> None:
+    """Close without a response.  (A RST would need SO_LINGER 0; a plain close sends FIN, and
+    the client reads zero bytes either way.)"""
+    with trio.CancelScope(shield=True):
+        await stream.aclose()
+
+
+_date_cache: tuple[int, bytes] = (0, b"")
+
+
+def _date() -> bytes:
+    """RFC 9110 §6.6.1 Date, formatted at most once a second."""
+    global _date_cache
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache = (now, formatdate(now, usegmt=True).encode("ascii"))
+    return _date_cache[1]

@@ -1,0 +1,158 @@
+"""The listening side: bind, accept, cap connections, and shut down gracefully.
+
+Resource ownership follows trio's rules: :func:`serve` owns the listeners and one nursery of
+connection tasks; nothing outlives it.  Shutdown (``shutdown`` event, e.g. SIGTERM) runs in
+this order: stop accepting and close the listeners; ``/readyz`` turns 503 and new handshakes
+get 503; every open WebSocket is sent 1001 (after what was already queued for it); connections
+get ``shutdown_timeout`` seconds to finish; whatever is left is cancelled; plugin lifespans
+unwind last.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import ssl
+from collections.abc import Sequence
+
+import trio
+from trio_websocket import Endpoint
+
+from gateway.app import App
+from gateway.config.load import parse_listen
+from gateway.http.http11 import HTTPConnection
+
+log = logging.getLogger("gateway.server")
+
+# accept() failures that mean "out of a resource for now", not "this listener is broken":
+# keep serving the connections we have and retry shortly (trio's serve_listeners does too).
+_ACCEPT_CAPACITY_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+ACCEPT_BACKOFF = 0.1
+OVERLOAD_RESPONSE = (
+    b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\ncontent-type: text/plain\r\n"
+    b"content-length: 20\r\nconnection: close\r\n\r\nserver at capacity.\n"
+)
+
+
+def ssl_context(cert: str, key: str) -> ssl.SSLContext:
+    """A server TLS context (TLS 1.2+, HTTP/1.1 via ALPN) for ``[server.tls]``."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+async def open_listeners(addresses: Sequence[str]) -> list[trio.SocketListener]:
+    """Bind every ``host:port`` (port 0 picks a free one)."""
+    listeners: list[trio.SocketListener] = []
+    for address in addresses:
+        host, port = parse_listen(address)
+        listeners.extend(await trio.open_tcp_listeners(port, host=host))
+    return listeners
+
+
+def bound_urls(listeners: Sequence[trio.SocketListener], secure: bool) -> list[str]:
+    """``http://127.0.0.1:41234`` for every listener, with the port the OS chose."""
+    urls = []
+    for listener in listeners:
+        host, port = listener.socket.getsockname()[:2]
+        host = f"[{host}]" if ":" in host else host
+        urls.append(f"{'https' if secure else 'http'}://{host}:{port}")
+    return urls
+
+
+async def serve(
+    app: App,
+    listeners: list[trio.SocketListener],
+    shutdown: trio.Event,
+    *,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until ``shutdown`` is set, then drain (see the module docstring)."""
+    tls = app.config.server.tls
+    context = ssl_context(tls.cert, tls.key) if tls else None
+    urls = bound_urls(listeners, context is not None)
+    async with app.lifespans(), trio.open_nursery() as connections:
+        async with trio.open_nursery() as accepting:
+            for listener in listeners:
+                accepting.start_soon(_accept_loop, app, listener, connections, context)
+            for url in urls:
+                log.info("listening on %s", url)
+            task_status.started(urls)
+            await shutdown.wait()
+            accepting.cancel_scope.cancel()
+        for listener in listeners:
+            await listener.aclose()
+        log.info("shutting down: %d connections open", app.connections)
+        app.start_draining()
+        with trio.move_on_after(app.config.server.shutdown_timeout):
+            await app.idle.wait()
+        if app.connections:
+            log.warning("shutdown timeout: aborting %d connections", app.connections)
+        connections.cancel_scope.cancel()
+    log.info("stopped")
+
+
+async def _accept_loop(
+    app: App,
+    listener: trio.SocketListener,
+    nursery: trio.Nursery,
+    context: ssl.SSLContext | None,
+) -> None:
+    limit = app.config.server.max_connections
+    while True:
+        try:
+            stream = await listener.accept()
+        except OSError as exc:
+            if exc.errno in _ACCEPT_CAPACITY_ERRORS:
+                log.warning(
+                    "accept failed (%s); retrying in %.1fs",
+                    errno.errorcode[exc.errno],
+                    ACCEPT_BACKOFF,
+                )
+                await trio.sleep(ACCEPT_BACKOFF)
+                continue
+            raise
+        if app.connections >= limit:
+            nursery.start_soon(_refuse, stream)
+            continue
+        app.connection_opened()
+        nursery.start_soon(_connection, app, stream, context)
+
+
+async def _refuse(stream: trio.SocketStream) -> None:
+    """Over ``server.max_connections``: a fixed 503 with Retry-After, then close."""
+    with trio.move_on_after(1):
+        try:
+            await stream.send_all(OVERLOAD_RESPONSE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+    await stream.aclose()
+
+
+async def _connection(app: App, stream: trio.SocketStream, context: ssl.SSLContext | None) -> None:
+    try:
+        local, remote = _endpoints(stream, context is not None)
+        served: trio.abc.Stream = stream
+        if context is not None:
+            served = trio.SSLStream(stream, context, server_side=True, https_compatible=True)
+        await HTTPConnection(
+            app, served, remote=remote, local=local, secure=context is not None
+        ).serve()
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass  # the peer went away mid-write; nothing to report
+    except Exception:
+        # A bug in the gateway must cost one connection, never the server.
+        log.exception("connection handler crashed")
+    finally:
+        app.connection_closed()
+
+
+def _endpoints(stream: trio.SocketStream, secure: bool) -> tuple[Endpoint | None, Endpoint | None]:
+    try:
+        local = stream.socket.getsockname()
+        remote = stream.socket.getpeername()
+        return Endpoint(local[0], local[1], secure), Endpoint(remote[0], remote[1], secure)
+    except (OSError, ValueError, IndexError):
+        return None, None

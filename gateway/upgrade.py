@@ -1,0 +1,198 @@
+"""The seam: an h11 request that passed the front door becomes a WebSocket session.
+
+This is the one module that knows both h11 and the WebSocket connection (Node ``ws``'s
+``handleUpgrade(req, socket, head)``): it runs authentication and the plugin's veto, sends the
+101 through h11 (so h11 stays the parser of record and never parses the request twice), hands
+h11's ``trailing_data`` (bytes the client sent right behind its handshake) to the connection so
+no early frame is lost, and then runs the handler under the handler contract
+(:mod:`gateway.api`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import secrets
+
+import h11
+import trio
+from trio_websocket import ConnectionClosed, Endpoint
+
+from gateway import auth
+from gateway.api import Accept, Handler, Session, UpgradeRequest
+from gateway.app import App, MountRuntime
+from gateway.core import handshake
+from gateway.core import headers as hdr
+from gateway.core.decisions import Reject, Upgrade
+from gateway.errors import CloseSession
+from gateway.log import safe, session_log
+from gateway.ws.connection import Limits, WebSocketConnection
+
+log = logging.getLogger("gateway.upgrade")
+
+INTERNAL_ERROR = 1011
+
+
+class Refused(Exception):
+    """The handshake ends with this response instead of a 101."""
+
+    def __init__(self, reject: Reject) -> None:
+        self.reject = reject
+        super().__init__(reject.status, reject.detail)
+
+
+async def prepare(
+    app: App, decision: Upgrade, request: h11.Request, remote: str
+) -> tuple[UpgradeRequest, list[tuple[bytes, bytes]], str | None]:
+    """Run the admission checks after the pure front door: capacity, auth, the plugin's veto.
+
+    Returns the request as the plugin saw it, the 101's headers and the chosen subprotocol;
+    raises :class:`Refused` with the answer otherwise.
+    """
+    runtime = app.mounts[decision.mount.name]
+    mount = runtime.mount
+    if app.draining:
+        raise Refused(Reject(503, "server shutting down", (("Retry-After", "5"),), close=True))
+    if mount.full:
+        raise Refused(Reject(503, "endpoint at capacity", (("Retry-After", "1"),), close=True))
+    info = decision.handshake
+    upgrade_request = UpgradeRequest(
+        mount=mount.name,
+        path=decision.path,
+        params=decision.params,
+        query=decision.query,
+        headers=tuple((hdr.text(n), hdr.text(v)) for n, v in request.headers),
+        origin=info.origin,
+        remote=remote,
+        subprotocols=info.subprotocols,
+    )
+    principal = await auth.authenticate(mount.settings.auth, runtime.authenticator, upgrade_request)
+    if isinstance(principal, Reject):
+        raise Refused(principal)
+    upgrade_request = _with_principal(upgrade_request, principal)
+    extra: tuple[tuple[str, str], ...] = ()
+    instance = runtime.plugin.instance
+    if instance is not None:
+        verdict = instance.check(upgrade_request)
+        if isinstance(verdict, Reject):
+            raise Refused(verdict)
+        if isinstance(verdict, Accept):
+            extra = verdict.headers
+    subprotocol = handshake.choose_subprotocol(info.subprotocols, mount.settings.subprotocols)
+    response_headers = [
+        (b"upgrade", b"websocket"),
+        (b"connection", b"Upgrade"),
+        (b"sec-websocket-accept", handshake.accept_key(info.key)),
+    ]
+    if subprotocol is not None:
+        response_headers.append((b"sec-websocket-protocol", subprotocol.encode("ascii")))
+    response_headers.extend(hdr.encode(extra))
+    return upgrade_request, response_headers, subprotocol
+
+
+def _with_principal(request: UpgradeRequest, principal: object) -> UpgradeRequest:
+    return dataclasses.replace(request, principal=principal)
+
+
+async def switch(
+    stream: trio.abc.Stream,
+    conn: h11.Connection,
+    headers: list[tuple[bytes, bytes]],
+) -> bytes:
+    """Send the 101 through h11 and return the bytes the client sent behind its handshake."""
+    await stream.send_all(conn.send(h11.InformationalResponse(status_code=101, headers=headers)))
+    trailing, _closed = conn.trailing_data
+    return bytes(trailing)
+
+
+async def run_session(
+    app: App,
+    runtime: MountRuntime,
+    stream: trio.abc.Stream,
+    request: UpgradeRequest,
+    target: str,
+    raw_headers: list[tuple[bytes, bytes]],
+    subprotocol: str | None,
+    trailing: bytes,
+    endpoints: tuple[Endpoint | None, Endpoint | None],
+) -> None:
+    """Serve one accepted WebSocket until it is closed; see :mod:`gateway.api`."""
+    mount = runtime.mount
+    settings = mount.settings
+    session_id = secrets.token_hex(6)
+    ws = WebSocketConnection(
+        stream,
+        path=target,
+        subprotocol=subprotocol,
+        handshake_headers=raw_headers,
+        local=endpoints[0],
+        remote=endpoints[1],
+        limits=Limits(
+            max_message_size=settings.max_message_size,
+            inbound_queue=settings.inbound_queue,
+            outbound_queue_bytes=settings.outbound_queue_bytes,
+            close_timeout=settings.close_timeout,
+        ),
+        trailing_data=trailing,
+    )
+    session = Session(
+        id=session_id,
+        mount=mount,
+        path=request.path,
+        params=request.params,
+        query=request.query,
+        principal=request.principal,
+        origin=request.origin,
+        remote=request.remote,
+        subprotocol=subprotocol,
+        headers=request.headers,
+        log=session_log(mount.name, session_id),
+    )
+    session.log.info("open %s from %s", safe(request.path), request.remote)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(ws.run)
+        with mount.registered(ws):
+            if app.draining:  # shutdown began during the handshake
+                ws.close_nowait(1001, "server shutting down")
+            code, reason = await call_handler(runtime.plugin.handler, ws, session)
+            await ws.aclose(code, reason)
+    closed = ws.closed
+    session.log.info(
+        "closed %s %s", closed.code if closed else "-", safe(closed.reason or "") if closed else ""
+    )
+
+
+async def call_handler(
+    handler: Handler, ws: WebSocketConnection, session: Session
+) -> tuple[int, str]:
+    """Run the handler and map how it ended to a close code (the handler contract)."""
+    try:
+        await handler(ws, session)
+    except ConnectionClosed:
+        return 1000, ""  # the peer (or the gateway) closed first: a normal end
+    except CloseSession as exc:
+        return exc.code, exc.reason
+    except Exception as exc:
+        return _from_exception(exc, session)
+    return 1000, ""
+
+
+def _from_exception(exc: Exception, session: Session) -> tuple[int, str]:
+    # A handler that used a nursery raises groups; look inside for the two expected endings.
+    if isinstance(exc, ExceptionGroup):
+        expected, rest = exc.split((ConnectionClosed, CloseSession))
+        if rest is None:
+            closes = expected.subgroup(CloseSession) if expected is not None else None
+            if closes is None:
+                return 1000, ""
+            first = _first_leaf(closes)
+            if isinstance(first, CloseSession):
+                return first.code, first.reason
+    session.log.error("handler failed; closing with 1011", exc_info=exc)
+    return INTERNAL_ERROR, "internal error"
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc

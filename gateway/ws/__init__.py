@@ -1,0 +1,1 @@
+"""The WebSocket engine: wsproto frames under trio-websocket's connection interface."""

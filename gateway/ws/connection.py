@@ -1,0 +1,393 @@
+"""A server-side WebSocket connection with trio-websocket's interface, on wsproto's frame layer.
+
+Handlers written for trio-websocket run unchanged: ``get_message``, ``send_message``, ``ping``,
+``pong``, ``aclose``, ``closed``, ``path``, ``subprotocol``, ``local``, ``remote`` and
+``handshake_headers`` behave the same and the same :class:`trio_websocket.ConnectionClosed` is
+raised.  The engine underneath is the gateway's own (DESIGN.md option C): the 101 was already
+sent through h11, wsproto parses client frames, and the gateway encodes its own frames.
+
+Tasks and ownership: :meth:`run` drives two background tasks in the caller's nursery, the
+*reader* (parse, answer pings, queue messages) and the *writer* (flush frames queued without
+waiting, e.g. by :meth:`send_nowait` from a broadcast).  All bytes go out through one lock, so
+frames never interleave, in the order they were queued.  Inbound messages wait in a bounded
+channel: when it is full the reader stops reading and TCP pushes back on the client.  Outbound
+bytes queued without waiting are bounded too: past ``outbound_queue_bytes`` the client is a slow
+consumer and is closed with 1013, then aborted if the close cannot be written within 1 s.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import trio
+from trio_websocket import CloseReason, ConnectionClosed, Endpoint
+from wsproto.connection import Connection, ConnectionState, ConnectionType
+from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
+
+from gateway.ws import frames
+
+log = logging.getLogger("gateway.ws")
+
+RECEIVE_SIZE = 65536
+SLOW_CONSUMER_GRACE = 1.0  # seconds to write the 1013 close before aborting (LIMITS.md)
+
+# RFC 6455 §7.4.1 codes the engine itself sends.
+NORMAL, GOING_AWAY, PROTOCOL_ERROR, TOO_BIG, TRY_AGAIN_LATER, ABNORMAL = (
+    1000,
+    1001,
+    1002,
+    1009,
+    1013,
+    1006,
+)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-connection limits; see the ``[websocket]`` table in the README."""
+
+    max_message_size: int = 1024 * 1024
+    inbound_queue: int = 16
+    outbound_queue_bytes: int = 1024 * 1024
+    close_timeout: float = 10.0
+
+
+class WebSocketConnection:
+    """One accepted WebSocket; see the module docstring."""
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        *,
+        path: str,
+        subprotocol: str | None = None,
+        handshake_headers: Sequence[tuple[bytes, bytes]] = (),
+        local: Endpoint | None = None,
+        remote: Endpoint | None = None,
+        limits: Limits = Limits(),
+        trailing_data: bytes = b"",
+    ) -> None:
+        self._stream = stream
+        self._path = path
+        self._subprotocol = subprotocol
+        self._handshake_headers = tuple(handshake_headers)
+        self._local = local
+        self._remote = remote
+        self._limits = limits
+        self._trailing_data = trailing_data
+        self._ws = Connection(ConnectionType.SERVER)
+        self._close_reason: CloseReason | None = None
+        self._close_done = trio.Event()
+        self._stream_closed = False
+        self._inbound_send, self._inbound_recv = trio.open_memory_channel[str | bytes](
+            limits.inbound_queue
+        )
+        self._send_lock = trio.StrictFIFOLock()
+        self._outbox: list[bytes] = []
+        self._outbox_bytes = 0
+        self._writer_lot = trio.lowlevel.ParkingLot()
+        self._writer_scope = trio.CancelScope()
+        self._pings: OrderedDict[bytes, trio.Event] = OrderedDict()
+
+    # -- trio-websocket's interface -------------------------------------------------------
+
+    @property
+    def closed(self) -> CloseReason | None:
+        """Why the connection is closed or closing, or ``None`` while it is open."""
+        return self._close_reason
+
+    @property
+    def is_client(self) -> bool:
+        return False
+
+    @property
+    def is_server(self) -> bool:
+        return True
+
+    @property
+    def local(self) -> Endpoint | None:
+        return self._local
+
+    @property
+    def remote(self) -> Endpoint | None:
+        return self._remote
+
+    @property
+    def path(self) -> str:
+        """The request target of the handshake (path and query)."""
+        return self._path
+
+    @property
+    def subprotocol(self) -> str | None:
+        return self._subprotocol
+
+    @property
+    def handshake_headers(self) -> tuple[tuple[bytes, bytes], ...]:
+        """The client's handshake request headers (lowercase names)."""
+        return self._handshake_headers
+
+    async def get_message(self) -> str | bytes:
+        """The next message; messages that arrived before the peer closed are still delivered,
+        then :class:`ConnectionClosed` is raised (as in trio-websocket)."""
+        try:
+            return await self._inbound_recv.receive()
+        except (trio.ClosedResourceError, trio.EndOfChannel):
+            raise ConnectionClosed(self._close_reason) from None
+
+    async def send_message(self, message: str | bytes) -> None:
+        """Send one message (``str`` as text, bytes as binary); returns once it is written."""
+        if self._close_reason is not None:
+            raise ConnectionClosed(self._close_reason)
+        self._outbox.append(frames.message_frame(message))
+        await self._flush()
+
+    async def ping(self, payload: bytes | None = None) -> None:
+        """Send a ping and wait for the matching pong (a pong answers every earlier ping too)."""
+        if self._close_reason is not None:
+            raise ConnectionClosed(self._close_reason)
+        if payload is None:
+            payload = os.urandom(4)
+        if payload in self._pings:
+            raise ValueError(f"a ping with payload {payload!r} is already in flight")
+        event = trio.Event()
+        self._pings[payload] = event
+        self._outbox.append(frames.frame(frames.OP_PING, payload))
+        await self._flush()
+        await event.wait()
+        if self._pings.get(payload) is event:
+            # Still registered: woken by the connection closing, not by a pong.
+            del self._pings[payload]
+            raise ConnectionClosed(self._close_reason)
+
+    async def pong(self, payload: bytes | None = None) -> None:
+        """Send an unsolicited pong (a heartbeat, RFC 6455 §5.5.3)."""
+        if self._close_reason is not None:
+            raise ConnectionClosed(self._close_reason)
+        self._outbox.append(frames.frame(frames.OP_PONG, payload or b""))
+        await self._flush()
+
+    async def aclose(self, code: int = NORMAL, reason: str | None = None) -> None:
+        """Start the closing handshake (if not started) and wait for it to finish, at most
+        ``close_timeout`` seconds; then the TCP stream is closed.  Idempotent."""
+        self._start_close(code, reason or "")
+        # Queued messages are discarded on a local close, and the reader must not block on a
+        # full queue while it waits for the peer's close frame.
+        self._inbound_recv.close()
+        try:
+            with trio.move_on_after(self._limits.close_timeout):
+                await self._flush()
+                await self._close_done.wait()
+        finally:
+            await self._close_stream()
+
+    # -- gateway extensions ------------------------------------------------------------------
+
+    def send_nowait(self, frame: bytes) -> bool:
+        """Queue an already-encoded frame (see :func:`frames.message_frame`) without waiting.
+
+        This is how a broadcast reaches many clients without awaiting the slowest.  Returns
+        ``False`` if the connection is closing, or if the queue overflowed: then the client is
+        a slow consumer and is being closed with 1013.
+        """
+        if self._close_reason is not None:
+            return False
+        self._outbox.append(frame)
+        self._outbox_bytes += len(frame)
+        if self._outbox_bytes > self._limits.outbound_queue_bytes:
+            self._slow_consumer()
+            return False
+        self._writer_lot.unpark()
+        return True
+
+    def close_nowait(self, code: int = NORMAL, reason: str = "") -> None:
+        """Start the closing handshake without waiting (e.g. 1001 for every client at
+        shutdown); frames already queued go out first.  The handler's next ``get_message``
+        raises :class:`ConnectionClosed`."""
+        self._start_close(code, reason)
+        self._inbound_recv.close()
+
+    @property
+    def outbound_bytes(self) -> int:
+        """Bytes queued by :meth:`send_nowait` that are not yet written."""
+        return self._outbox_bytes
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Drive the reader and writer until the connection is closed (``nursery.start``)."""
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._writer)
+                task_status.started()
+                await self._reader()
+                # The reader stops once the closing handshake is decided; our last frames
+                # (the Close reply) go out, then §7.1.1: the server closes TCP first.
+                with trio.move_on_after(self._limits.close_timeout):
+                    try:
+                        await self._flush()
+                    except ConnectionClosed:
+                        pass
+                nursery.cancel_scope.cancel()
+        finally:
+            await self._close_stream()
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _start_close(self, code: int, reason: str) -> None:
+        """Queue our Close frame once (§5.5.1) and record why we are closing."""
+        if self._close_reason is None:
+            self._close_reason = CloseReason(code, reason or None)
+        if self._ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
+            # wsproto tracks the closing state so it recognises the peer's reply.
+            self._ws.send(CloseConnection(code=code, reason=reason))
+            self._outbox.append(frames.frame(frames.OP_CLOSE, frames.close_payload(code, reason)))
+            self._writer_lot.unpark()
+
+    def _slow_consumer(self) -> None:
+        log.info("closing slow consumer (%d bytes queued)", self._outbox_bytes)
+        self._outbox.clear()
+        self._outbox_bytes = 0
+        self._start_close(TRY_AGAIN_LATER, "slow consumer")
+        self._inbound_recv.close()
+        # Whatever write is stuck now gets 1 s more; then the writer aborts the stream.
+        self._writer_scope.deadline = trio.current_time() + SLOW_CONSUMER_GRACE
+
+    async def _flush(self) -> None:
+        """Write everything queued so far, in order (one ``send_all`` for the whole batch)."""
+        async with self._send_lock:
+            if not self._outbox:
+                return
+            data = self._outbox[0] if len(self._outbox) == 1 else b"".join(self._outbox)
+            self._outbox.clear()
+            self._outbox_bytes = 0
+            try:
+                await self._stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._lost()
+                raise ConnectionClosed(self._close_reason) from None
+
+    async def _writer(self) -> None:
+        with self._writer_scope:
+            while True:
+                if not self._outbox:
+                    await self._writer_lot.park()
+                    continue
+                try:
+                    await self._flush()
+                except ConnectionClosed:
+                    return
+        if self._writer_scope.cancelled_caught:
+            await self._close_stream()  # the slow consumer's grace ran out: abort
+
+    async def _reader(self) -> None:
+        ws = self._ws
+        parts: list[str | bytes] = []
+        size = 0
+        ws.receive_data(self._trailing_data)
+        self._trailing_data = b""
+        try:
+            while True:
+                for event in ws.events():
+                    if isinstance(event, TextMessage | BytesMessage):
+                        data: str | bytes
+                        if isinstance(event.data, str):
+                            data = event.data
+                            # The limit is in bytes: count UTF-8, not characters (LIMITS.md).
+                            size += len(data) if data.isascii() else len(data.encode("utf-8"))
+                        else:
+                            data = bytes(event.data)
+                            size += len(data)
+                        if size > self._limits.max_message_size:
+                            self._fail(TOO_BIG, "message too big")
+                            return
+                        if not event.message_finished:
+                            parts.append(data)
+                            continue
+                        if parts:
+                            parts.append(data)
+                            data = _join(parts)
+                            parts = []
+                        size = 0
+                        await self._deliver(data)
+                    elif isinstance(event, Ping):
+                        self._queue_control(frames.frame(frames.OP_PONG, event.payload))
+                    elif isinstance(event, Pong):
+                        self._pong(event.payload)
+                    elif isinstance(event, CloseConnection):
+                        self._on_close(event)
+                        return
+                received = await self._stream.receive_some(RECEIVE_SIZE)
+                ws.receive_data(bytes(received) if received else None)  # EOF: wsproto says 1006
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._lost()
+        finally:
+            self._inbound_send.close()
+            self._release_pings()
+
+    async def _deliver(self, message: str | bytes) -> None:
+        try:
+            await self._inbound_send.send(message)
+        except trio.BrokenResourceError:
+            pass  # closing locally: nobody will read it
+
+    def _on_close(self, event: CloseConnection) -> None:
+        state = self._ws.state
+        if state is ConnectionState.REMOTE_CLOSING:
+            # The peer started the closing handshake: echo its code (§5.5.1) and finish.
+            if self._close_reason is None:
+                self._close_reason = CloseReason(event.code, event.reason or None)
+            code = event.code if event.code not in (1005, 1006) else None
+            self._ws.send(CloseConnection(code=code or 1000))
+            self._queue_control(frames.frame(frames.OP_CLOSE, frames.close_payload(code)))
+        elif state is ConnectionState.CLOSED:
+            # Our close was answered, or the transport went away (wsproto says 1006).
+            if self._close_reason is None:
+                self._close_reason = CloseReason(event.code, event.reason or None)
+        else:
+            # A frame failed to parse (wsproto reports it as a close it wants us to send):
+            # "Fail the WebSocket Connection" (§7.1.7) with that code.
+            self._fail(event.code, event.reason or "protocol error")
+
+    def _fail(self, code: int, reason: str) -> None:
+        """§7.1.7 "Fail the WebSocket Connection": send Close, then drop TCP (in :meth:`run`)."""
+        self._start_close(code, reason)
+        self._inbound_recv.close()
+
+    def _queue_control(self, frame: bytes) -> None:
+        self._outbox.append(frame)
+        self._writer_lot.unpark()
+
+    def _pong(self, payload: bytes) -> None:
+        if payload not in self._pings:
+            return  # unsolicited pong: a heartbeat, nothing to do
+        while self._pings:
+            key, event = self._pings.popitem(last=False)
+            event.set()
+            if key == payload:
+                break
+
+    def _release_pings(self) -> None:
+        for event in self._pings.values():
+            event.set()
+
+    def _lost(self) -> None:
+        if self._close_reason is None:
+            self._close_reason = CloseReason(ABNORMAL, None)
+        self._close_done.set()
+
+    async def _close_stream(self) -> None:
+        if self._stream_closed:
+            return
+        self._stream_closed = True
+        self._close_done.set()
+        with trio.CancelScope(shield=True):
+            await self._stream.aclose()
+
+
+def _join(parts: list[str | bytes]) -> str | bytes:
+    """Reassemble a fragmented message (all parts have the message's type)."""
+    if isinstance(parts[0], str):
+        return "".join(p for p in parts if isinstance(p, str))
+    return b"".join(p for p in parts if isinstance(p, bytes))

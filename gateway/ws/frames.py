@@ -1,0 +1,54 @@
+"""Server-to-client frame encoding (RFC 6455 §5.2), pure and allocation-light.
+
+Frames a server sends are never masked (§5.1), so the bytes of a message frame do not depend
+on the connection: :func:`message_frame` is built once per broadcast and the same ``bytes``
+object is queued for every client.  Parsing client frames stays with wsproto.
+"""
+
+from __future__ import annotations
+
+import struct
+
+OP_CONT = 0x0
+OP_TEXT = 0x1
+OP_BINARY = 0x2
+OP_CLOSE = 0x8
+OP_PING = 0x9
+OP_PONG = 0xA
+
+_FIN = 0x80
+_SHORT = struct.Struct("!BB")
+_MEDIUM = struct.Struct("!BBH")
+_LONG = struct.Struct("!BBQ")
+
+
+def frame(opcode: int, payload: bytes) -> bytes:
+    """One final (FIN) unmasked frame carrying ``payload``."""
+    n = len(payload)
+    if n < 126:
+        head = _SHORT.pack(_FIN | opcode, n)
+    elif n < 65536:
+        head = _MEDIUM.pack(_FIN | opcode, 126, n)
+    else:
+        head = _LONG.pack(_FIN | opcode, 127, n)
+    return head + payload
+
+
+def message_frame(message: str | bytes | bytearray | memoryview) -> bytes:
+    """A text frame for ``str``, a binary frame for bytes-like data."""
+    if isinstance(message, str):
+        return frame(OP_TEXT, message.encode("utf-8"))
+    if isinstance(message, bytes | bytearray | memoryview):
+        return frame(OP_BINARY, bytes(message))
+    raise TypeError(f"a WebSocket message is str or bytes, not {type(message).__name__}")
+
+
+def close_payload(code: int | None, reason: str = "") -> bytes:
+    """§5.5.1: two-byte code then UTF-8 reason, at most 125 bytes in all.  ``None`` (or 1005,
+    "no status") sends an empty body.  The reason is cut on a character boundary."""
+    if code is None or code == 1005:
+        return b""
+    data = reason.encode("utf-8")
+    if len(data) > 123:
+        data = data[:123].decode("utf-8", "ignore").encode("utf-8")
+    return struct.pack("!H", code) + data

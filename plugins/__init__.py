@@ -1,0 +1,1 @@
+"""First-party WebSocket handler plugins, mounted by ``config.toml``."""
