@@ -101,7 +101,10 @@ class HTTPConnection:
                 return await self._upgrade(request, decision)
             if isinstance(decision, Destroy):
                 log.info(
-                    "destroyed %s %s: %s", self.remote_text, safe(request.target), decision.reason
+                    "destroyed %s %s: %s",
+                    self.remote_text,
+                    safe(request.target.decode("ascii", "replace")),
+                    decision.reason,
                 )
                 await _abort(self.stream)
                 return True  # nothing more to close
@@ -269,7 +272,7 @@ class HTTPConnection:
                 log.info(
                     "refused %s %s: %d %s",
                     self.remote_text,
-                    safe(request.target),
+                    safe(request.target.decode("ascii", "replace")),
                     refused.reject.status,
                     refused.reject.detail,
                 )
