@@ -338,9 +338,11 @@ class WebSocketConnection:
             # The peer started the closing handshake: echo its code (§5.5.1) and finish.
             if self._close_reason is None:
                 self._close_reason = CloseReason(event.code, event.reason or None)
+            # Echo code and reason: browsers report the *received* close frame to the page.
             code = event.code if event.code not in (1005, 1006) else None
-            self._ws.send(CloseConnection(code=code or 1000))
-            self._queue_control(frames.frame(frames.OP_CLOSE, frames.close_payload(code)))
+            reason = event.reason or ""
+            self._ws.send(CloseConnection(code=code or 1000, reason=reason))
+            self._queue_control(frames.frame(frames.OP_CLOSE, frames.close_payload(code, reason)))
         elif state is ConnectionState.CLOSED:
             # Our close was answered, or the transport went away (wsproto says 1006).
             if self._close_reason is None:
