@@ -56,7 +56,9 @@ BAD = [
 def test_bad_handshakes_are_rejected(name: str, change: dict[str, str | None], status: int) -> None:
     method = change.pop("method", "GET")
     version = change.pop("version", "1.1")
-    req = request("/echo", upgrade_headers(**change), method=method or "GET", version=version or "1.1")
+    req = request(
+        "/echo", upgrade_headers(**change), method=method or "GET", version=version or "1.1"
+    )
     result = handshake.validate(req)
     assert isinstance(result, Reject)
     assert result.status == status
