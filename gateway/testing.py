@@ -113,7 +113,7 @@ class TestGateway:
         subprotocols: tuple[str, ...] = (),
         host: str = "gateway.test",
         user: str | None = None,
-        timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - a per-client default, not a deadline
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> AsyncIterator[TestClient]:
         """Open a WebSocket to ``path`` (``user`` adds a signed session cookie)."""
         client_stream, server_stream = trio.testing.memory_stream_pair()
