@@ -21,6 +21,7 @@ from trio_websocket import ConnectionClosed, Endpoint
 from gateway import auth
 from gateway.api import Accept, Handler, Session, UpgradeRequest
 from gateway.app import App, MountRuntime
+from gateway.config.schema import WebSocketConfig
 from gateway.core import handshake
 from gateway.core import headers as hdr
 from gateway.core.decisions import Reject, Upgrade
@@ -105,6 +106,21 @@ async def switch(
     return bytes(trailing)
 
 
+def limits_for(settings: WebSocketConfig) -> Limits:
+    """The engine's limits for a mount (burst: five seconds' worth of the frame rate)."""
+    return Limits(
+        max_message_size=settings.max_message_size,
+        max_fragments=settings.max_fragments,
+        max_frame_rate=settings.max_frame_rate,
+        frame_burst=settings.max_frame_rate * 5,
+        inbound_queue=settings.inbound_queue,
+        outbound_queue_bytes=settings.outbound_queue_bytes,
+        close_timeout=settings.close_timeout,
+        ping_interval=settings.ping_interval,
+        ping_timeout=settings.ping_timeout,
+    )
+
+
 async def run_session(
     app: App,
     runtime: MountRuntime,
@@ -127,12 +143,7 @@ async def run_session(
         handshake_headers=raw_headers,
         local=endpoints[0],
         remote=endpoints[1],
-        limits=Limits(
-            max_message_size=settings.max_message_size,
-            inbound_queue=settings.inbound_queue,
-            outbound_queue_bytes=settings.outbound_queue_bytes,
-            close_timeout=settings.close_timeout,
-        ),
+        limits=limits_for(settings),
         trailing_data=trailing,
     )
     session = Session(

@@ -1,23 +1,28 @@
-"""A server-side WebSocket connection with trio-websocket's interface, on wsproto's frame layer.
+"""A server-side WebSocket connection with trio-websocket's interface, on the gateway's engine.
 
 Handlers written for trio-websocket run unchanged: ``get_message``, ``send_message``, ``ping``,
 ``pong``, ``aclose``, ``closed``, ``path``, ``subprotocol``, ``local``, ``remote`` and
 ``handshake_headers`` behave the same and the same :class:`trio_websocket.ConnectionClosed` is
-raised.  The engine underneath is the gateway's own (DESIGN.md option C): the 101 was already
-sent through h11, wsproto parses client frames, and the gateway encodes its own frames.
+raised.  The engine underneath is the gateway's own (docs/design.md, option C): the 101 was
+already sent through h11, :mod:`gateway.ws.parser` parses client frames with the limits built
+in, and :mod:`gateway.ws.frames` encodes server frames.
 
-Tasks and ownership: :meth:`run` drives two background tasks in the caller's nursery, the
-*reader* (parse, answer pings, queue messages) and the *writer* (flush frames queued without
-waiting, e.g. by :meth:`send_nowait` from a broadcast).  All bytes go out through one lock, so
-frames never interleave, in the order they were queued.  Inbound messages wait in a bounded
-channel: when it is full the reader stops reading and TCP pushes back on the client.  Outbound
-bytes queued without waiting are bounded too: past ``outbound_queue_bytes`` the client is a slow
-consumer and is closed with 1013, then aborted if the close cannot be written within 1 s.
+Tasks and ownership: :meth:`run` drives two background tasks in the caller's nursery.  The
+*reader* parses, answers pings and queues messages.  The *writer* flushes frames queued without
+waiting (e.g. by :meth:`send_nowait` from a broadcast) and keeps the keepalive clock: a ping
+every ``ping_interval``, close 1011 if no pong comes within ``ping_timeout``.  All bytes go out
+through one lock, so frames never interleave and leave in the order they were queued.
+
+Inbound messages wait in a bounded channel: when it is full the reader stops reading and TCP
+pushes back on the client.  Outbound bytes queued without waiting are bounded too: past
+``outbound_queue_bytes`` the client is a slow consumer and is closed with 1013, then aborted if
+the close cannot be written within 1 s.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -25,10 +30,9 @@ from dataclasses import dataclass
 
 import trio
 from trio_websocket import CloseReason, ConnectionClosed, Endpoint
-from wsproto.connection import Connection, ConnectionState, ConnectionType
-from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
 from gateway.ws import frames
+from gateway.ws.parser import Close, FrameParser, Inflater, ParserLimits, Ping, Pong, ProtocolError
 
 log = logging.getLogger("gateway.ws")
 
@@ -36,14 +40,7 @@ RECEIVE_SIZE = 65536
 SLOW_CONSUMER_GRACE = 1.0  # seconds to write the 1013 close before aborting (LIMITS.md)
 
 # RFC 6455 §7.4.1 codes the engine itself sends.
-NORMAL, GOING_AWAY, PROTOCOL_ERROR, TOO_BIG, TRY_AGAIN_LATER, ABNORMAL = (
-    1000,
-    1001,
-    1002,
-    1009,
-    1013,
-    1006,
-)
+NORMAL, GOING_AWAY, ABNORMAL, INTERNAL_ERROR, TRY_AGAIN_LATER = 1000, 1001, 1006, 1011, 1013
 
 
 @dataclass(frozen=True)
@@ -51,9 +48,22 @@ class Limits:
     """Per-connection limits; see the ``[websocket]`` table in the README."""
 
     max_message_size: int = 1024 * 1024
+    max_fragments: int = 1024
+    max_frame_rate: float = 1000.0  # frames/s sustained; 0 disables
+    frame_burst: float = 5000.0
     inbound_queue: int = 16
     outbound_queue_bytes: int = 1024 * 1024
     close_timeout: float = 10.0
+    ping_interval: float = 20.0  # 0 disables keepalive
+    ping_timeout: float = 20.0
+
+    def parser_limits(self) -> ParserLimits:
+        return ParserLimits(
+            self.max_message_size, self.max_fragments, self.max_frame_rate, self.frame_burst
+        )
+
+
+DEFAULT_LIMITS = Limits()
 
 
 class WebSocketConnection:
@@ -68,8 +78,9 @@ class WebSocketConnection:
         handshake_headers: Sequence[tuple[bytes, bytes]] = (),
         local: Endpoint | None = None,
         remote: Endpoint | None = None,
-        limits: Limits = Limits(),
+        limits: Limits = DEFAULT_LIMITS,
         trailing_data: bytes = b"",
+        inflater: Inflater | None = None,
     ) -> None:
         self._stream = stream
         self._path = path
@@ -79,8 +90,9 @@ class WebSocketConnection:
         self._remote = remote
         self._limits = limits
         self._trailing_data = trailing_data
-        self._ws = Connection(ConnectionType.SERVER)
+        self._parser = FrameParser(limits.parser_limits(), inflater)
         self._close_reason: CloseReason | None = None
+        self._close_sent = False
         self._close_done = trio.Event()
         self._stream_closed = False
         self._inbound_send, self._inbound_recv = trio.open_memory_channel[str | bytes](
@@ -92,6 +104,9 @@ class WebSocketConnection:
         self._writer_lot = trio.lowlevel.ParkingLot()
         self._writer_scope = trio.CancelScope()
         self._pings: OrderedDict[bytes, trio.Event] = OrderedDict()
+        self._keepalive_payload: bytes | None = None
+        self._keepalive_sent = 0.0
+        self._next_keepalive = math.inf
 
     # -- trio-websocket's interface -------------------------------------------------------
 
@@ -217,6 +232,8 @@ class WebSocketConnection:
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Drive the reader and writer until the connection is closed (``nursery.start``)."""
+        if self._limits.ping_interval > 0:
+            self._next_keepalive = trio.current_time() + self._limits.ping_interval
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._writer)
@@ -239,11 +256,15 @@ class WebSocketConnection:
         """Queue our Close frame once (§5.5.1) and record why we are closing."""
         if self._close_reason is None:
             self._close_reason = CloseReason(code, reason or None)
-        if self._ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
-            # wsproto tracks the closing state so it recognises the peer's reply.
-            self._ws.send(CloseConnection(code=code, reason=reason))
+        if not self._close_sent:
+            self._close_sent = True
             self._outbox.append(frames.frame(frames.OP_CLOSE, frames.close_payload(code, reason)))
             self._writer_lot.unpark()
+
+    def _abort_after(self, grace: float) -> None:
+        """Give whatever write is pending ``grace`` more seconds, then drop the stream."""
+        deadline = trio.current_time() + grace
+        self._writer_scope.deadline = min(self._writer_scope.deadline, deadline)
 
     def _slow_consumer(self) -> None:
         log.info("closing slow consumer (%d bytes queued)", self._outbox_bytes)
@@ -251,8 +272,7 @@ class WebSocketConnection:
         self._outbox_bytes = 0
         self._start_close(TRY_AGAIN_LATER, "slow consumer")
         self._inbound_recv.close()
-        # Whatever write is stuck now gets 1 s more; then the writer aborts the stream.
-        self._writer_scope.deadline = trio.current_time() + SLOW_CONSUMER_GRACE
+        self._abort_after(SLOW_CONSUMER_GRACE)
 
     async def _flush(self) -> None:
         """Write everything queued so far, in order (one ``send_all`` for the whole batch)."""
@@ -269,57 +289,68 @@ class WebSocketConnection:
                 raise ConnectionClosed(self._close_reason) from None
 
     async def _writer(self) -> None:
+        """Flush frames queued without waiting, and run the keepalive clock."""
         with self._writer_scope:
             while True:
                 if not self._outbox:
-                    await self._writer_lot.park()
+                    with trio.move_on_at(self._next_keepalive):
+                        await self._writer_lot.park()
+                    if trio.current_time() >= self._next_keepalive:
+                        self._keepalive()
                     continue
                 try:
                     await self._flush()
                 except ConnectionClosed:
                     return
         if self._writer_scope.cancelled_caught:
-            await self._close_stream()  # the slow consumer's grace ran out: abort
+            await self._close_stream()  # a grace period ran out: abort
+
+    def _keepalive(self) -> None:
+        """Ping every ``ping_interval``; no pong within ``ping_timeout`` means the peer is gone
+        (half-open TCP): close with 1011 and drop the stream if even that cannot be written."""
+        limits = self._limits
+        now = trio.current_time()
+        if self._keepalive_payload is not None:
+            log.info("no pong within %.1fs: closing", limits.ping_timeout)
+            self._fail(INTERNAL_ERROR, "keepalive ping timeout")
+            self._abort_after(min(limits.close_timeout, SLOW_CONSUMER_GRACE))
+            self._next_keepalive = math.inf
+            return
+        self._keepalive_payload = os.urandom(4)
+        self._keepalive_sent = now
+        self._outbox.append(frames.frame(frames.OP_PING, self._keepalive_payload))
+        self._next_keepalive = now + limits.ping_timeout
 
     async def _reader(self) -> None:
-        ws = self._ws
-        parts: list[str | bytes] = []
-        size = 0
-        ws.receive_data(self._trailing_data)
+        parser = self._parser
+        data: bytes | bytearray = self._trailing_data
         self._trailing_data = b""
         try:
             while True:
-                for event in ws.events():
-                    if isinstance(event, TextMessage | BytesMessage):
-                        data: str | bytes
-                        if isinstance(event.data, str):
-                            data = event.data
-                            # The limit is in bytes: count UTF-8, not characters (LIMITS.md).
-                            size += len(data) if data.isascii() else len(data.encode("utf-8"))
-                        else:
-                            data = bytes(event.data)
-                            size += len(data)
-                        if size > self._limits.max_message_size:
-                            self._fail(TOO_BIG, "message too big")
-                            return
-                        if not event.message_finished:
-                            parts.append(data)
-                            continue
-                        if parts:
-                            parts.append(data)
-                            data = _join(parts)
-                            parts = []
-                        size = 0
-                        await self._deliver(data)
+                error = None
+                if data:
+                    try:
+                        parser.feed(data, trio.current_time())
+                    except ProtocolError as exc:
+                        error = exc  # deliver what came before the bad frame first
+                for event in parser.events():
+                    if type(event) is str or type(event) is bytes:
+                        await self._deliver(event)
                     elif isinstance(event, Ping):
                         self._queue_control(frames.frame(frames.OP_PONG, event.payload))
                     elif isinstance(event, Pong):
                         self._pong(event.payload)
-                    elif isinstance(event, CloseConnection):
+                    elif isinstance(event, Close):
                         self._on_close(event)
                         return
-                received = await self._stream.receive_some(RECEIVE_SIZE)
-                ws.receive_data(bytes(received) if received else None)  # EOF: wsproto says 1006
+                if error is not None:
+                    # §7.1.7 "Fail the WebSocket Connection": send Close, then drop TCP.
+                    self._fail(error.code, error.reason)
+                    return
+                data = await self._stream.receive_some(RECEIVE_SIZE)
+                if not data:
+                    self._lost()  # EOF without a Close frame: 1006 (§7.1.5)
+                    return
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self._lost()
         finally:
@@ -332,28 +363,18 @@ class WebSocketConnection:
         except trio.BrokenResourceError:
             pass  # closing locally: nobody will read it
 
-    def _on_close(self, event: CloseConnection) -> None:
-        state = self._ws.state
-        if state is ConnectionState.REMOTE_CLOSING:
-            # The peer started the closing handshake: echo its code (§5.5.1) and finish.
-            if self._close_reason is None:
-                self._close_reason = CloseReason(event.code, event.reason or None)
-            # Echo code and reason: browsers report the *received* close frame to the page.
-            code = event.code if event.code not in (1005, 1006) else None
-            reason = event.reason or ""
-            self._ws.send(CloseConnection(code=code or 1000, reason=reason))
-            self._queue_control(frames.frame(frames.OP_CLOSE, frames.close_payload(code, reason)))
-        elif state is ConnectionState.CLOSED:
-            # Our close was answered, or the transport went away (wsproto says 1006).
-            if self._close_reason is None:
-                self._close_reason = CloseReason(event.code, event.reason or None)
-        else:
-            # A frame failed to parse (wsproto reports it as a close it wants us to send):
-            # "Fail the WebSocket Connection" (§7.1.7) with that code.
-            self._fail(event.code, event.reason or "protocol error")
+    def _on_close(self, event: Close) -> None:
+        if self._close_sent:
+            return  # the reply to our Close: the closing handshake is complete
+        # The peer started the closing handshake: echo its code and reason (§5.5.1; browsers
+        # report the *received* frame to the page) and finish.
+        if self._close_reason is None:
+            self._close_reason = CloseReason(event.code, event.reason or None)
+        self._close_sent = True
+        code = None if event.code == 1005 else event.code
+        self._queue_control(frames.frame(frames.OP_CLOSE, frames.close_payload(code, event.reason)))
 
     def _fail(self, code: int, reason: str) -> None:
-        """§7.1.7 "Fail the WebSocket Connection": send Close, then drop TCP (in :meth:`run`)."""
         self._start_close(code, reason)
         self._inbound_recv.close()
 
@@ -362,6 +383,9 @@ class WebSocketConnection:
         self._writer_lot.unpark()
 
     def _pong(self, payload: bytes) -> None:
+        if payload == self._keepalive_payload:
+            self._keepalive_payload = None
+            self._next_keepalive = self._keepalive_sent + self._limits.ping_interval
         if payload not in self._pings:
             return  # unsolicited pong: a heartbeat, nothing to do
         while self._pings:
@@ -386,10 +410,3 @@ class WebSocketConnection:
         self._close_done.set()
         with trio.CancelScope(shield=True):
             await self._stream.aclose()
-
-
-def _join(parts: list[str | bytes]) -> str | bytes:
-    """Reassemble a fragmented message (all parts have the message's type)."""
-    if isinstance(parts[0], str):
-        return "".join(p for p in parts if isinstance(p, str))
-    return b"".join(p for p in parts if isinstance(p, bytes))

@@ -126,7 +126,7 @@ def gateway_command() -> list[str]:
     ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def gateway() -> Iterator[Gateway]:
     server = Gateway(gateway_command())
     try:
@@ -136,15 +136,17 @@ def gateway() -> Iterator[Gateway]:
         server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def gateway_url(gateway: Gateway) -> str:
     """Base URL of the running gateway, e.g. ``http://127.0.0.1:41234`` (no trailing slash)."""
     assert gateway.url is not None
     return gateway.url
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
+    # Package scope, not session: Playwright's sync API keeps an asyncio loop running in this
+    # thread while it is open, which would break asyncio-based tests collected after these.
     if not CHROMIUM.exists():
         # Fail, never skip: a silently skipped browser suite looks like a green one.
         pytest.fail(

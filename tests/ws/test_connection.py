@@ -261,3 +261,41 @@ def test_close_payload_cuts_long_reasons_on_a_character_boundary() -> None:
 def test_message_frame_refuses_other_types() -> None:
     with pytest.raises(TypeError):
         frames.message_frame(123)  # type: ignore[arg-type]
+
+
+async def test_keepalive_pings_and_a_live_peer_stays(autojump_clock: trio.abc.Clock) -> None:
+    limits = Limits(ping_interval=20, ping_timeout=20)
+    async with connected(limits) as (ws, peer):
+        for _ in range(3):
+            start = trio.current_time()
+            event = await peer.next_event(timeout=30)
+            assert isinstance(event, Ping)
+            assert 19.9 <= trio.current_time() - start <= 20.1
+            await peer.send(event.response())
+        assert ws.closed is None
+
+
+async def test_keepalive_closes_a_silent_peer_with_1011(autojump_clock: trio.abc.Clock) -> None:
+    limits = Limits(ping_interval=20, ping_timeout=10, close_timeout=10)
+    async with connected(limits) as (ws, peer):
+        start = trio.current_time()
+        event = await peer.next_event(timeout=30)
+        assert isinstance(event, Ping)  # ...and the peer never answers
+        with pytest.raises(ConnectionClosed) as info:
+            await ws.get_message()
+        assert info.value.reason is not None
+        assert info.value.reason.code == 1011
+        assert 29.9 <= trio.current_time() - start <= 31.5
+        event = await peer.close_event()
+        assert event.code == 1011
+        assert await peer.read_to_eof(timeout=5) == b""
+
+
+async def test_protocol_error_delivers_the_messages_before_it() -> None:
+    async with connected() as (ws, peer):
+        await peer.raw(
+            masked_frame(frames.OP_TEXT, b"good") + masked_frame(frames.OP_TEXT, b"\xff")
+        )
+        assert await ws.get_message() == "good"
+        event = await peer.close_event()
+        assert event.code == 1007

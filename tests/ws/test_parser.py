@@ -1,0 +1,278 @@
+"""The client-frame parser: a corpus of malformed frames with their close codes, limits checked
+before buffering, fragment and rate limits, bounded inflate, and byte-at-a-time feeding."""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.ws.parser import (
+    Close,
+    FrameParser,
+    Inflater,
+    ParserLimits,
+    Ping,
+    Pong,
+    ProtocolError,
+    unmask,
+)
+from tests.ws.peer import masked_frame
+
+TEXT, BINARY, CONT, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
+NO_RATE = ParserLimits(max_frame_rate=0)
+
+
+def parse(
+    data: bytes, limits: ParserLimits = NO_RATE, inflater: Inflater | None = None
+) -> list[object]:
+    parser = FrameParser(limits, inflater)
+    parser.feed(data)
+    return list(parser.events())
+
+
+def close_code(data: bytes, limits: ParserLimits = NO_RATE) -> int:
+    with pytest.raises(ProtocolError) as info:
+        parse(data, limits)
+    return info.value.code
+
+
+def header_only(opcode: int, declared: int, *, fin: bool = True) -> bytes:
+    """A masked frame header declaring ``declared`` bytes, with no payload following."""
+    first = (0x80 if fin else 0) | opcode
+    if declared < 126:
+        head = struct.pack("!BB", first, 0x80 | declared)
+    elif declared < 65536:
+        head = struct.pack("!BBH", first, 0x80 | 126, declared)
+    else:
+        head = struct.pack("!BBQ", first, 0x80 | 127, declared)
+    return head + os.urandom(4)
+
+
+def test_messages_and_control_frames() -> None:
+    data = (
+        masked_frame(TEXT, "héllo".encode())
+        + masked_frame(BINARY, b"\x00\x01")
+        + masked_frame(PING, b"p")
+        + masked_frame(PONG, b"q")
+        + masked_frame(TEXT, b"")
+        + masked_frame(CLOSE, struct.pack("!H", 4000) + b"bye")
+    )
+    assert parse(data) == ["héllo", b"\x00\x01", Ping(b"p"), Pong(b"q"), "", Close(4000, "bye")]
+
+
+def test_empty_close_is_1005() -> None:
+    assert parse(masked_frame(CLOSE, b"")) == [Close(1005, "")]
+
+
+def test_nothing_is_parsed_after_close() -> None:
+    data = masked_frame(CLOSE, b"") + masked_frame(TEXT, b"after")
+    assert parse(data) == [Close(1005, "")]
+
+
+def test_fragments_with_interleaved_control_frames() -> None:
+    data = (
+        masked_frame(TEXT, b"a", fin=False)
+        + masked_frame(PING, b"1")
+        + masked_frame(CONT, "é".encode()[:1], fin=False)  # a character split across frames
+        + masked_frame(CONT, "é".encode()[1:] + b"z", fin=True)
+    )
+    assert parse(data) == [Ping(b"1"), "aéz"]
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 7, 1000])
+def test_any_split_of_the_bytes_gives_the_same_events(chunk: int) -> None:
+    data = (
+        masked_frame(TEXT, b"x" * 200)
+        + masked_frame(BINARY, b"y" * 70000)
+        + masked_frame(TEXT, b"ab", fin=False)
+        + masked_frame(CONT, b"cd")
+    )
+    parser = FrameParser(NO_RATE)
+    events: list[object] = []
+    for i in range(0, len(data), chunk):
+        parser.feed(data[i : i + chunk])
+        events.extend(parser.events())
+    assert events == ["x" * 200, b"y" * 70000, "abcd"]
+
+
+# The malformed-frame corpus: (name, bytes, close code).
+CORPUS = [
+    ("unmasked frame", masked_frame(TEXT, b"x", mask=False), 1002),
+    ("rsv1 without extension", masked_frame(TEXT, b"x", rsv=4), 1002),
+    ("rsv2", masked_frame(TEXT, b"x", rsv=2), 1002),
+    ("rsv3", masked_frame(BINARY, b"x", rsv=1), 1002),
+    ("opcode 3", masked_frame(0x3, b"x"), 1002),
+    ("opcode 7", masked_frame(0x7, b"x"), 1002),
+    ("opcode 0xB", masked_frame(0xB, b"x"), 1002),
+    ("opcode 0xF", masked_frame(0xF, b""), 1002),
+    ("continuation first", masked_frame(CONT, b"x"), 1002),
+    (
+        "text inside fragmented",
+        masked_frame(TEXT, b"a", fin=False) + masked_frame(TEXT, b"b"),
+        1002,
+    ),
+    (
+        "binary inside fragmented",
+        masked_frame(BINARY, b"a", fin=False) + masked_frame(BINARY, b""),
+        1002,
+    ),
+    ("fragmented ping", masked_frame(PING, b"x", fin=False), 1002),
+    ("fragmented close", masked_frame(CLOSE, b"", fin=False), 1002),
+    ("ping 126 bytes", masked_frame(PING, b"x" * 126), 1002),
+    ("pong 200 bytes", masked_frame(PONG, b"x" * 200), 1002),
+    ("ping with rsv1", masked_frame(PING, b"", rsv=4), 1002),
+    ("close 1 byte", masked_frame(CLOSE, b"\x03"), 1002),
+    ("close code 999", masked_frame(CLOSE, struct.pack("!H", 999)), 1002),
+    ("close code 1004", masked_frame(CLOSE, struct.pack("!H", 1004)), 1002),
+    ("close code 1005", masked_frame(CLOSE, struct.pack("!H", 1005)), 1002),
+    ("close code 1006", masked_frame(CLOSE, struct.pack("!H", 1006)), 1002),
+    ("close code 1015", masked_frame(CLOSE, struct.pack("!H", 1015)), 1002),
+    ("close code 2000", masked_frame(CLOSE, struct.pack("!H", 2000)), 1002),
+    ("close code 5000", masked_frame(CLOSE, struct.pack("!H", 5000)), 1002),
+    ("close bad utf-8 reason", masked_frame(CLOSE, struct.pack("!H", 1000) + b"\xff"), 1007),
+    ("text bad utf-8", masked_frame(TEXT, b"\xff"), 1007),
+    ("text overlong utf-8", masked_frame(TEXT, b"\xc0\xaf"), 1007),
+    ("text surrogate", masked_frame(TEXT, b"\xed\xa0\x80"), 1007),
+    ("text truncated utf-8", masked_frame(TEXT, "é".encode()[:1]), 1007),
+    (
+        "bad utf-8 split across fragments",
+        masked_frame(TEXT, b"ok\xe2", fin=False) + masked_frame(CONT, b"\x28\xa1"),
+        1007,
+    ),
+    (
+        "64-bit length with top bit",
+        bytes([0x82, 0xFF, 0x80]) + bytes(7) + os.urandom(4),
+        1002,
+    ),
+    ("declared 2**40 bytes", header_only(BINARY, 2**40), 1009),
+    ("declared over the limit", header_only(TEXT, 1024 * 1024 + 1), 1009),
+]
+
+
+@pytest.mark.parametrize(("name", "data", "code"), CORPUS, ids=[c[0] for c in CORPUS])
+def test_malformed_frame_corpus(name: str, data: bytes, code: int) -> None:
+    assert close_code(data) == code
+
+
+@pytest.mark.parametrize(("name", "data", "code"), CORPUS, ids=[c[0] for c in CORPUS])
+def test_malformed_frames_fail_the_same_byte_by_byte(name: str, data: bytes, code: int) -> None:
+    parser = FrameParser(NO_RATE)
+
+    def feed_bytewise() -> None:
+        for i in range(len(data)):
+            parser.feed(data[i : i + 1])
+
+    with pytest.raises(ProtocolError) as info:
+        feed_bytewise()
+    assert info.value.code == code
+
+
+def test_declared_length_is_refused_before_the_payload_arrives() -> None:
+    parser = FrameParser(ParserLimits(max_message_size=1000, max_frame_rate=0))
+    parser.feed(header_only(BINARY, 1000)[:6])  # exactly the limit: waits for the payload
+    assert parser.events() == []
+    with pytest.raises(ProtocolError) as info:
+        FrameParser(ParserLimits(max_message_size=1000, max_frame_rate=0)).feed(
+            header_only(BINARY, 1001)
+        )
+    assert info.value.code == 1009
+
+
+def test_fragments_count_towards_the_message_limit() -> None:
+    limits = ParserLimits(max_message_size=100, max_frame_rate=0)
+    ok = masked_frame(BINARY, b"x" * 60, fin=False) + masked_frame(CONT, b"x" * 40)
+    assert parse(ok, limits) == [b"x" * 100]
+    too_big = masked_frame(BINARY, b"x" * 60, fin=False) + header_only(CONT, 41)
+    assert close_code(too_big, limits) == 1009
+
+
+def test_too_many_fragments_is_1008() -> None:
+    limits = ParserLimits(max_fragments=10, max_frame_rate=0)
+    frames = masked_frame(BINARY, b"", fin=False) + masked_frame(CONT, b"", fin=False) * 8
+    assert parse(frames + masked_frame(CONT, b"."), limits) == [b"."]
+    assert close_code(frames + masked_frame(CONT, b"", fin=False) * 2, limits) == 1008
+
+
+def test_a_flood_of_empty_fragments_is_stopped_at_the_default_limit() -> None:
+    flood = masked_frame(BINARY, b"", fin=False) + masked_frame(CONT, b"", fin=False) * 100_000
+    assert close_code(flood) == 1008
+
+
+def test_frame_rate_bucket() -> None:
+    limits = ParserLimits(max_frame_rate=10, frame_burst=20)
+    parser = FrameParser(limits)
+    frame = masked_frame(BINARY, b"x")
+    parser.feed(frame * 20, now=100.0)  # the burst
+    assert len(parser.events()) == 20
+    parser.feed(frame * 10, now=101.0)  # refilled at 10 per second
+    assert len(parser.events()) == 10
+    with pytest.raises(ProtocolError) as info:
+        parser.feed(frame * 2, now=101.05)
+    assert info.value.code == 1008
+
+
+def test_unmask_matches_a_byte_loop() -> None:
+    mask = b"\x01\x02\x03\x04"
+    for n in (0, 1, 3, 4, 5, 125, 1000):
+        payload = os.urandom(n)
+        assert unmask(payload, mask) == bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def deflate(data: bytes) -> bytes:
+    z = zlib.compressobj(wbits=-15)
+    out = z.compress(data) + z.flush(zlib.Z_SYNC_FLUSH)
+    assert out.endswith(b"\x00\x00\xff\xff")
+    return out[:-4]
+
+
+def test_compressed_messages_inflate() -> None:
+    data = masked_frame(TEXT, deflate("héllo".encode()), rsv=4)
+    assert parse(data, inflater=Inflater()) == ["héllo"]
+
+
+def test_compressed_fragments() -> None:
+    body = deflate(b"z" * 5000)
+    data = masked_frame(BINARY, body[:10], rsv=4, fin=False) + masked_frame(CONT, body[10:])
+    assert parse(data, inflater=Inflater()) == [b"z" * 5000]
+
+
+def test_a_compression_bomb_stops_at_the_limit() -> None:
+    bomb = deflate(b"\x00" * (10 * 1024 * 1024))  # ~10 KB that inflates to 10 MiB
+    assert len(bomb) < 20_000
+    limits = ParserLimits(max_message_size=1024 * 1024, max_frame_rate=0)
+    with pytest.raises(ProtocolError) as info:
+        parse(masked_frame(BINARY, bomb, rsv=4), limits, Inflater())
+    assert info.value.code == 1009
+
+
+def test_invalid_compressed_data_is_1007() -> None:
+    data = masked_frame(BINARY, b"\xff\xff\xff\xff", rsv=4)
+    with pytest.raises(ProtocolError) as info:
+        parse(data, inflater=Inflater())
+    assert info.value.code == 1007
+
+
+def test_rsv1_on_a_continuation_is_1002_even_with_compression() -> None:
+    data = masked_frame(BINARY, deflate(b"a"), rsv=4, fin=False) + masked_frame(CONT, b"", rsv=4)
+    with pytest.raises(ProtocolError) as info:
+        parse(data, inflater=Inflater())
+    assert info.value.code == 1002
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_give_events_or_a_protocol_error(data: bytes) -> None:
+    parser = FrameParser(ParserLimits(max_message_size=1000))
+    code = None
+    try:
+        parser.feed(data)
+    except ProtocolError as exc:
+        code = exc.code
+    assert code in (None, 1002, 1007, 1008, 1009)
+    for event in parser.events():
+        assert isinstance(event, str | bytes | Ping | Pong | Close)
