@@ -20,7 +20,7 @@ from gateway.auth import Authenticator, CookieAuthenticator
 from gateway.config.schema import Config
 from gateway.core import cookies
 from gateway.core.decisions import MountRoute
-from gateway.core.frontdoor import Policy
+from gateway.core.frontdoor import HeadLimits, Policy
 from gateway.core.routing import Router, Template
 from gateway.errors import ConfigError, PluginLoadError
 from gateway.mount import Mount
@@ -106,6 +106,12 @@ def build(config: Config, environ: Mapping[str, str] | None = None) -> App:
         ready_path=config.http.ready_path,
         static=config.http.static_root is not None,
         unknown_path=config.server.unknown_path,
+        limits=HeadLimits(
+            max_request_line=config.http.max_request_line,
+            max_header_line=config.http.max_header_line,
+            max_headers=config.http.max_headers,
+            max_head_bytes=config.http.max_head_bytes,
+        ),
     )
     static_root = Path(config.http.static_root) if config.http.static_root else None
     app = App(config, policy, mounts, static_root, keyring)

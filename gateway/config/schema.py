@@ -35,6 +35,10 @@ class HttpConfig:
     index_file: str = "index.html"
     health_path: str = "/healthz"
     ready_path: str = "/readyz"
+    max_request_line: int = field(default=8 * KiB, metadata={"min": 64})
+    max_header_line: int = field(default=8 * KiB, metadata={"min": 64})
+    max_headers: int = field(default=128, metadata={"min": 1})
+    max_head_bytes: int = field(default=16 * KiB, metadata={"min": 256})
     keepalive_timeout: float = field(default=5.0, metadata={"min": 0})
     head_timeout: float = field(default=10.0, metadata={"min": 0})
     max_requests_per_connection: int = field(default=1000, metadata={"min": 1})

@@ -4,8 +4,8 @@
 reads the request, so every row of the table is a unit test.  Order matters and is documented
 in the README ("How a request is answered"):
 
-1. framing h11 lets through but we refuse (RFC 9112 §6.1: Content-Length with
-   Transfer-Encoding; Transfer-Encoding on HTTP/1.0) -> 400 and close;
+1. head limits (414/431) and framing h11 lets through but we refuse (RFC 9112 §6.1:
+   Content-Length with Transfer-Encoding; Transfer-Encoding on HTTP/1.0) -> 400; all close;
 2. a target that is not origin-form (``/path?query``) -> 400;
 3. ``Upgrade: websocket`` -> route by path; unknown -> :class:`Destroy` (or 404 if configured);
    known -> handshake validation (400/405/426) -> Origin (403) -> :class:`Upgrade`;
@@ -28,6 +28,17 @@ from gateway.core.routing import Router
 
 
 @dataclass(frozen=True)
+class HeadLimits:
+    """Bounds on a request head, checked after parsing: h11 only bounds an *incomplete* head,
+    so a large head that arrives in one read would otherwise pass (../LIMITS.md)."""
+
+    max_request_line: int = 8 * 1024
+    max_header_line: int = 8 * 1024
+    max_headers: int = 128
+    max_head_bytes: int = 16 * 1024
+
+
+@dataclass(frozen=True)
 class Policy:
     """Everything :func:`classify` consults; built once from the config."""
 
@@ -36,6 +47,7 @@ class Policy:
     ready_path: str = "/readyz"
     static: bool = False
     unknown_path: Literal["destroy", "404"] = "destroy"
+    limits: HeadLimits = HeadLimits()
 
 
 NOT_FOUND = Reject(404, "not found")
@@ -43,9 +55,9 @@ NOT_FOUND = Reject(404, "not found")
 
 def classify(request: h11.Request, policy: Policy, *, secure: bool = False) -> Decision:
     """Decide what to do with ``request``; see the module docstring for the order."""
-    framing = _check_framing(request)
-    if framing is not None:
-        return framing
+    refused = check_head(request, policy.limits) or _check_framing(request)
+    if refused is not None:
+        return refused
     if not request.target.startswith(b"/"):
         # Absolute-form is for proxies and "*" for OPTIONS server-wide; we are neither.
         return Reject(400, "request target must be an absolute path", close=True)
@@ -71,6 +83,25 @@ def classify(request: h11.Request, policy: Policy, *, secure: bool = False) -> D
     if request.method not in (b"GET", b"HEAD"):
         return Reject(405, "method not allowed", (("Allow", "GET, HEAD"),))
     return Static(path)
+
+
+def check_head(request: h11.Request, limits: HeadLimits) -> Reject | None:
+    """414 for a long request line; 431 for a long header line, too many headers or too big a
+    head.  Sizes are those of the bytes h11 parsed (names keep their length when lowercased)."""
+    line = len(request.method) + len(request.target) + 10  # "M T HTTP/1.1"
+    if line > limits.max_request_line:
+        return Reject(414, "request line too long", close=True)
+    if len(request.headers) > limits.max_headers:
+        return Reject(431, "too many header fields", close=True)
+    total = line + 4
+    for name, value in request.headers:
+        size = len(name) + len(value) + 2  # "name: value"
+        if size > limits.max_header_line:
+            return Reject(431, "header field too long", close=True)
+        total += size + 2
+    if total > limits.max_head_bytes:
+        return Reject(431, "request head too large", close=True)
+    return None
 
 
 def _check_framing(request: h11.Request) -> Reject | None:

@@ -32,7 +32,6 @@ from gateway.log import safe
 log = logging.getLogger("gateway.http")
 
 RECEIVE_SIZE = 65536
-MAX_HEAD = 16 * 1024  # h11's bound on an incomplete head (LIMITS.md)
 _SERVER = (b"server", b"gateway")
 
 
@@ -60,8 +59,8 @@ class HTTPConnection:
         self.remote = remote
         self.local = local
         self.secure = secure
-        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
         self.http = app.config.http
+        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.http.max_head_bytes)
         self._accepted_at = trio.current_time()
         self._method = b""
 
@@ -220,9 +219,16 @@ class HTTPConnection:
             pass  # the client left; nothing to tell it
 
     async def _protocol_error(self, exc: h11.RemoteProtocolError) -> None:
-        # h11's hint is 400 for malformed heads and 431 when the head is too large.
-        status = exc.error_status_hint if exc.error_status_hint in REASONS else 400
-        detail = "request header fields too large" if status == 431 else "malformed request"
+        # h11's hint is 400 for malformed heads and 431 when an incomplete head outgrew
+        # max_head_bytes; if the request line alone is that long, the answer is 414.
+        status = exc.error_status_hint if exc.error_status_hint in (400, 431) else 400
+        detail = "malformed request"
+        if status == 431:
+            buffered = self.conn.trailing_data[0]
+            if b"\n" not in buffered[: self.http.max_request_line]:
+                status, detail = 414, "request line too long"
+            else:
+                detail = "request head too large"
         await self._send_simple(Reject(status, detail, close=True))
 
     async def _health(self, decision: Health) -> None:

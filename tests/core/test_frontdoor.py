@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.core.decisions import Destroy, Health, MountRoute, Reject, Static, Upgrade
-from gateway.core.frontdoor import Policy, classify
+from gateway.core.frontdoor import HeadLimits, Policy, classify
 from gateway.core.routing import Router, Template
 from tests.core.requests import parse, request, upgrade
 
@@ -174,3 +174,28 @@ def test_any_request_h11_accepts_gets_a_decision(
         return
     decision = classify(event, policy(), secure=secure)
     assert isinstance(decision, Reject | Health | Static | Destroy | Upgrade)
+
+
+LIMITS = HeadLimits(max_request_line=100, max_header_line=50, max_headers=5, max_head_bytes=200)
+
+
+@pytest.mark.parametrize(
+    ("req", "expected"),
+    [
+        (request("/" + "a" * 80), None),
+        (request("/" + "a" * 95), 414),  # "GET /aaa… HTTP/1.1" is over 100 bytes
+        (request("/", [("x", "v" * 40)]), None),
+        (request("/", [("x", "v" * 48)]), 431),  # "x: vvv…" is over 50 bytes
+        (request("/", [(f"x{i}", "v") for i in range(4)]), None),  # with Host: 5 headers
+        (request("/", [(f"x{i}", "v") for i in range(5)]), 431),
+        (request("/", [("a", "v" * 40), ("b", "v" * 40), ("c", "v" * 40)]), None),
+        (request("/", [("a", "v" * 40), ("b", "v" * 40), ("c", "v" * 40), ("d", "v" * 40)]), 431),
+    ],
+)
+def test_head_limits_are_checked_after_parsing(req: h11.Request, expected: int | None) -> None:
+    d = classify(req, policy(limits=LIMITS))
+    if expected is None:
+        assert isinstance(d, Static)
+    else:
+        assert status(d) == expected
+        assert isinstance(d, Reject) and d.close
