@@ -24,7 +24,7 @@ from gateway.app import App, MountRuntime
 from gateway.config.schema import WebSocketConfig
 from gateway.core import handshake
 from gateway.core import headers as hdr
-from gateway.core.decisions import Reject, Upgrade
+from gateway.core.decisions import REASONS, Reject, Upgrade
 from gateway.errors import CloseSession
 from gateway.log import safe, session_log
 from gateway.ws.connection import Limits, WebSocketConnection
@@ -101,7 +101,8 @@ async def switch(
     headers: list[tuple[bytes, bytes]],
 ) -> bytes:
     """Send the 101 through h11 and return the bytes the client sent behind its handshake."""
-    await stream.send_all(conn.send(h11.InformationalResponse(status_code=101, headers=headers)))
+    response = h11.InformationalResponse(status_code=101, headers=headers, reason=REASONS[101])
+    await stream.send_all(conn.send(response) or b"")
     trailing, _closed = conn.trailing_data
     return bytes(trailing)
 

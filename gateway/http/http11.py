@@ -121,6 +121,7 @@ class HTTPConnection:
 
     async def _next_request(self, *, first: bool) -> h11.Request | None:
         """The next request head, ``None`` if the client closed cleanly between requests."""
+        self._method = b""
         if first:
             deadline = self._accepted_at + self.http.head_timeout
         else:
@@ -186,8 +187,8 @@ class HTTPConnection:
 
     async def _send_simple(self, reject: Reject, body: bytes | None = None) -> None:
         """A complete response with a short text body (the detail, fixed text from the core)."""
-        if self.conn.our_state is not h11.SEND_RESPONSE:
-            return  # too late to answer: just close
+        if self.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return  # a response already started: too late to answer, just close
         payload = (reject.detail + "\n").encode() if body is None else body
         await self.respond(reject.status, reject.headers, payload, close=reject.close)
 
