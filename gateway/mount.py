@@ -115,9 +115,9 @@ class Mount:
 def _fan_out(
     members: set[WebSocketConnection], message: str | bytes, exclude: WebSocketConnection | None
 ) -> int:
-    frame = frames.message_frame(message)  # once, for everyone
+    prepared = frames.Prepared(message)  # the frame is encoded once, for everyone
     sent = 0
     for ws in list(members):  # a member may leave while we iterate (slow-consumer close)
-        if ws is not exclude and ws.send_nowait(frame):
+        if ws is not exclude and ws.send_nowait(prepared):
             sent += 1
     return sent

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import secrets
+from dataclasses import dataclass
 
 import h11
 import trio
@@ -27,7 +28,9 @@ from gateway.core import headers as hdr
 from gateway.core.decisions import REASONS, Reject, Upgrade
 from gateway.errors import CloseSession
 from gateway.log import safe, session_log
+from gateway.ws import deflate
 from gateway.ws.connection import Limits, WebSocketConnection
+from gateway.ws.deflate import DeflateParams
 
 log = logging.getLogger("gateway.upgrade")
 
@@ -42,13 +45,20 @@ class Refused(Exception):
         super().__init__(reject.status, reject.detail)
 
 
-async def prepare(
-    app: App, decision: Upgrade, request: h11.Request, remote: str
-) -> tuple[UpgradeRequest, list[tuple[bytes, bytes]], str | None]:
+@dataclass(frozen=True)
+class Admission:
+    """An accepted handshake: the request as the plugin saw it and what the 101 says."""
+
+    request: UpgradeRequest
+    headers: list[tuple[bytes, bytes]]
+    subprotocol: str | None
+    compression: DeflateParams | None
+
+
+async def prepare(app: App, decision: Upgrade, request: h11.Request, remote: str) -> Admission:
     """Run the admission checks after the pure front door: capacity, auth, the plugin's veto.
 
-    Returns the request as the plugin saw it, the 101's headers and the chosen subprotocol;
-    raises :class:`Refused` with the answer otherwise.
+    Returns the :class:`Admission`; raises :class:`Refused` with the answer otherwise.
     """
     runtime = app.mounts[decision.mount.name]
     mount = runtime.mount
@@ -87,8 +97,13 @@ async def prepare(
     ]
     if subprotocol is not None:
         response_headers.append((b"sec-websocket-protocol", subprotocol.encode("ascii")))
+    compression = None
+    if mount.settings.compression == "deflate":
+        compression = deflate.negotiate(info.extensions)
+        if compression is not None:
+            response_headers.append((b"sec-websocket-extensions", compression.header().encode()))
     response_headers.extend(hdr.encode(extra))
-    return upgrade_request, response_headers, subprotocol
+    return Admission(upgrade_request, response_headers, subprotocol, compression)
 
 
 def _with_principal(request: UpgradeRequest, principal: object) -> UpgradeRequest:
@@ -126,14 +141,15 @@ async def run_session(
     app: App,
     runtime: MountRuntime,
     stream: trio.abc.Stream,
-    request: UpgradeRequest,
+    admission: Admission,
     target: str,
     raw_headers: list[tuple[bytes, bytes]],
-    subprotocol: str | None,
     trailing: bytes,
     endpoints: tuple[Endpoint | None, Endpoint | None],
 ) -> None:
     """Serve one accepted WebSocket until it is closed; see :mod:`gateway.api`."""
+    request = admission.request
+    subprotocol = admission.subprotocol
     mount = runtime.mount
     settings = mount.settings
     session_id = secrets.token_hex(6)
@@ -146,6 +162,7 @@ async def run_session(
         remote=endpoints[1],
         limits=limits_for(settings),
         trailing_data=trailing,
+        compression=admission.compression,
     )
     session = Session(
         id=session_id,

@@ -62,6 +62,7 @@ class WebSocketConfig:
     origins: tuple[str, ...] | None = None  # None: same origin as Host
     require_origin: bool = False
     subprotocols: tuple[str, ...] = ()
+    compression: Literal["none", "deflate"] = "none"  # permessage-deflate, opt-in
     auth: AuthMode = "none"
     authenticator: str | None = None  # "module:callable"; default: the signed cookie
     max_message_size: int = field(default=1 * MiB, metadata={"min": 1})

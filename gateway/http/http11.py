@@ -285,19 +285,17 @@ class HTTPConnection:
                 )
                 await self._send_simple(refused.reject)
                 return False
-            trailing = await upgrade.switch(self.stream, self.conn, prepared[1])
+            trailing = await upgrade.switch(self.stream, self.conn, prepared.headers)
         if scope.cancelled_caught:
             log.info("handshake deadline passed for %s", self.remote_text)
             return False
-        upgrade_request, _headers, subprotocol = prepared
         await upgrade.run_session(
             self.app,
             self.app.mounts[decision.mount.name],
             self.stream,
-            upgrade_request,
+            prepared,
             request.target.decode("ascii", "replace"),
             list(request.headers),
-            subprotocol,
             trailing,
             (self.local, self.remote),
         )

@@ -32,6 +32,7 @@ import trio
 from trio_websocket import CloseReason, ConnectionClosed, Endpoint
 
 from gateway.ws import frames
+from gateway.ws.deflate import DeflateParams, Deflater
 from gateway.ws.parser import Close, FrameParser, Inflater, ParserLimits, Ping, Pong, ProtocolError
 
 log = logging.getLogger("gateway.ws")
@@ -80,7 +81,7 @@ class WebSocketConnection:
         remote: Endpoint | None = None,
         limits: Limits = DEFAULT_LIMITS,
         trailing_data: bytes = b"",
-        inflater: Inflater | None = None,
+        compression: DeflateParams | None = None,
     ) -> None:
         self._stream = stream
         self._path = path
@@ -90,6 +91,13 @@ class WebSocketConnection:
         self._remote = remote
         self._limits = limits
         self._trailing_data = trailing_data
+        inflater = None
+        self._deflater: Deflater | None = None
+        if compression is not None:
+            inflater = Inflater(
+                compression.client_window_bits, compression.client_no_context_takeover
+            )
+            self._deflater = Deflater(compression)
         self._parser = FrameParser(limits.parser_limits(), inflater)
         self._close_reason: CloseReason | None = None
         self._close_sent = False
@@ -157,7 +165,7 @@ class WebSocketConnection:
         """Send one message (``str`` as text, bytes as binary); returns once it is written."""
         if self._close_reason is not None:
             raise ConnectionClosed(self._close_reason)
-        self._outbox.append(frames.message_frame(message))
+        self._outbox.append(self._encode(message))
         await self._flush()
 
     async def ping(self, payload: bytes | None = None) -> None:
@@ -201,8 +209,9 @@ class WebSocketConnection:
 
     # -- gateway extensions ------------------------------------------------------------------
 
-    def send_nowait(self, frame: bytes) -> bool:
-        """Queue an already-encoded frame (see :func:`frames.message_frame`) without waiting.
+    def send_nowait(self, message: str | bytes | frames.Prepared) -> bool:
+        """Queue a message without waiting; a :class:`frames.Prepared` message shares its
+        encoded frame with every other connection it is sent to (unless this one compresses).
 
         This is how a broadcast reaches many clients without awaiting the slowest.  Returns
         ``False`` if the connection is closing, or if the queue overflowed: then the client is
@@ -210,6 +219,12 @@ class WebSocketConnection:
         """
         if self._close_reason is not None:
             return False
+        if isinstance(message, frames.Prepared):
+            frame = (
+                message.frame if self._deflater is None else self._deflater.frame(message.message)
+            )
+        else:
+            frame = self._encode(message)
         self._outbox.append(frame)
         self._outbox_bytes += len(frame)
         if self._outbox_bytes > self._limits.outbound_queue_bytes:
@@ -251,6 +266,11 @@ class WebSocketConnection:
             await self._close_stream()
 
     # -- internals ----------------------------------------------------------------------------
+
+    def _encode(self, message: str | bytes) -> bytes:
+        if self._deflater is not None:
+            return self._deflater.frame(message)
+        return frames.message_frame(message)
 
     def _start_close(self, code: int, reason: str) -> None:
         """Queue our Close frame once (§5.5.1) and record why we are closing."""

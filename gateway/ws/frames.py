@@ -22,16 +22,19 @@ _MEDIUM = struct.Struct("!BBH")
 _LONG = struct.Struct("!BBQ")
 
 
+def frame_header(opcode: int, length: int, *, rsv1: bool = False) -> bytes:
+    """The header of a final (FIN) unmasked frame; RSV1 marks a compressed message."""
+    first = _FIN | opcode | (0x40 if rsv1 else 0)
+    if length < 126:
+        return _SHORT.pack(first, length)
+    if length < 65536:
+        return _MEDIUM.pack(first, 126, length)
+    return _LONG.pack(first, 127, length)
+
+
 def frame(opcode: int, payload: bytes) -> bytes:
     """One final (FIN) unmasked frame carrying ``payload``."""
-    n = len(payload)
-    if n < 126:
-        head = _SHORT.pack(_FIN | opcode, n)
-    elif n < 65536:
-        head = _MEDIUM.pack(_FIN | opcode, 126, n)
-    else:
-        head = _LONG.pack(_FIN | opcode, 127, n)
-    return head + payload
+    return frame_header(opcode, len(payload)) + payload
 
 
 def message_frame(message: str | bytes | bytearray | memoryview) -> bytes:
@@ -52,3 +55,20 @@ def close_payload(code: int | None, reason: str = "") -> bytes:
     if len(data) > 123:
         data = data[:123].decode("utf-8", "ignore").encode("utf-8")
     return struct.pack("!H", code) + data
+
+
+class Prepared:
+    """A message to send to many connections: its plain frame is encoded once, on first use,
+    and shared; a connection that compresses encodes ``message`` itself."""
+
+    __slots__ = ("_frame", "message")
+
+    def __init__(self, message: str | bytes) -> None:
+        self.message = message
+        self._frame: bytes | None = None
+
+    @property
+    def frame(self) -> bytes:
+        if self._frame is None:
+            self._frame = message_frame(self.message)
+        return self._frame

@@ -192,7 +192,7 @@ async def test_pending_ping_raises_when_the_connection_closes() -> None:
 async def test_send_nowait_frames_go_out_in_order() -> None:
     async with connected() as (ws, peer):
         for i in range(50):
-            assert ws.send_nowait(frames.message_frame(f"m{i}"))
+            assert ws.send_nowait(f"m{i}")
         await ws.send_message("last")
         got = [await peer.message() for _ in range(51)]
         assert got == [f"m{i}" for i in range(50)] + ["last"]
@@ -203,7 +203,7 @@ async def test_slow_consumer_is_closed_with_1013_then_aborted(
 ) -> None:
     # lockstep streams: a send blocks until the peer reads, like a full TCP window.
     async with connected(Limits(outbound_queue_bytes=1000), lockstep=True) as (ws, peer):
-        frame = frames.message_frame(b"x" * 100)
+        frame = frames.Prepared(b"x" * 100)
         accepted = 0
         for _ in range(20):
             accepted += ws.send_nowait(frame)
@@ -234,7 +234,7 @@ async def test_inbound_queue_pushes_back_on_the_peer() -> None:
 
 async def test_close_nowait_sends_queued_frames_first() -> None:
     async with connected() as (ws, peer):
-        ws.send_nowait(frames.message_frame("before"))
+        ws.send_nowait("before")
         ws.close_nowait(1001, "server shutting down")
         assert await peer.message() == "before"
         event = await peer.close_event()
