@@ -48,6 +48,8 @@ DEFAULT_TIMEOUT = 10.0
 class TestClient:
     """A connected client: trio-websocket's connection plus test conveniences."""
 
+    __test__ = False  # not a pytest test class
+
     ws: trio_websocket.WebSocketConnection
     timeout: float = DEFAULT_TIMEOUT
 
@@ -100,7 +102,9 @@ class TestGateway:
 
     def sign_cookie(self, user: str) -> tuple[bytes, bytes]:
         """A ``Cookie`` header carrying a valid session cookie for ``user``."""
-        assert self.app.keyring is not None, "serve(..., auth=...) enables cookie auth"
+        assert self.app.keyring is not None, (
+            'cookie auth is on only for mounts with websocket={"auth": ...} and no authenticator'
+        )
         value = cookies.sign(self.app.keyring, user, time.time())
         name = self.app.config.auth.cookie_name
         return (b"cookie", f"{name}={value}".encode())
@@ -129,29 +133,57 @@ class TestGateway:
         extra = [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
         if user is not None:
             extra.append(self.sign_cookie(user))
+        # The client runs in a task of the gateway's background nursery, so a refused handshake
+        # (or a failing test) raises as itself here, not wrapped in an ExceptionGroup.
+        with trio.fail_after(timeout):
+            ws: trio_websocket.WebSocketConnection = await self._nursery.start(
+                _client, client_stream, host, path, subprotocols, extra
+            )
+        try:
+            yield TestClient(ws, timeout)
+        finally:
+            if trio.current_effective_deadline() == -math.inf:
+                # Leaving under cancellation: a closing handshake could not complete here.
+                await trio.aclose_forcefully(ws)
+            else:
+                with trio.move_on_after(timeout) as scope:
+                    scope.shield = True
+                    await ws.aclose()
+
+
+async def _client(
+    stream: trio.abc.Stream,
+    host: str,
+    path: str,
+    subprotocols: tuple[str, ...],
+    headers: list[tuple[bytes, bytes]],
+    *,
+    task_status: trio.TaskStatus[trio_websocket.WebSocketConnection],
+) -> None:
+    """Open a trio-websocket client and keep its reader running until it is closed."""
+    try:
         async with trio.open_nursery() as nursery:
-            with trio.fail_after(timeout):
-                ws = await trio_websocket.wrap_client_stream(
-                    nursery,
-                    client_stream,  # type: ignore[arg-type]  # any trio Stream works
-                    host,
-                    path,
-                    subprotocols=subprotocols or None,
-                    extra_headers=extra,
-                    message_queue_size=64,
-                    max_message_size=64 * 1024 * 1024,
-                )
-            try:
-                yield TestClient(ws, timeout)
-            finally:
-                if trio.current_effective_deadline() == -math.inf:
-                    # Leaving under cancellation: the client's reader is being cancelled too,
-                    # so a closing handshake could never complete.  Drop the stream instead.
-                    await trio.aclose_forcefully(ws)
-                else:
-                    with trio.move_on_after(timeout) as scope:
-                        scope.shield = True
-                        await ws.aclose()
+            ws = await trio_websocket.wrap_client_stream(
+                nursery,
+                stream,  # type: ignore[arg-type]  # any trio Stream works
+                host,
+                path,
+                subprotocols=subprotocols or None,
+                extra_headers=headers,
+                message_queue_size=64,
+                max_message_size=64 * 1024 * 1024,
+            )
+            task_status.started(ws)
+    except trio_websocket.HandshakeError:
+        raise
+    except ExceptionGroup as group:
+        # trio-websocket raises a refusal in its reader task: hand over the one rejection.
+        rejected, rest = group.split(trio_websocket.HandshakeError)
+        if rest is None and rejected is not None and len(rejected.exceptions) == 1:
+            leaf = rejected.exceptions[0]
+            if isinstance(leaf, trio_websocket.HandshakeError):
+                raise leaf from None
+        raise
 
 
 @asynccontextmanager

@@ -30,7 +30,9 @@ class Chat(Plugin[ChatOptions]):
         room = request.params.get("room", "")
         if len(room) > self.options.max_room_chars:
             return Reject(400, "room name too long")
-        if len(self.mount.group(room)) >= self.options.max_members:
+        # Look the room up without creating it: a handshake that never completes must not
+        # leave an empty group behind (a client could grow memory with random room names).
+        if len(self.mount.groups.get(room, ())) >= self.options.max_members:
             return Reject(503, "room is full", (("Retry-After", "5"),))
         return None
 
