@@ -1,0 +1,16 @@
+"""``/broadcast``: every message a client sends goes to every client of the mount.
+
+The fan-out benchmark's room (../shared/bench's loadgen ``fanout`` scenario), and the smallest
+example of :meth:`gateway.mount.Mount.broadcast`: the frame is encoded once and only queued on
+each connection, so a slow subscriber never delays the others.
+"""
+
+from __future__ import annotations
+
+from gateway.api import Session, WebSocketConnection
+
+
+async def broadcast(ws: WebSocketConnection, session: Session) -> None:
+    mount = session.mount
+    while True:
+        mount.broadcast(await ws.get_message())
