@@ -2,10 +2,11 @@
 
 Resource ownership follows trio's rules: :func:`serve` owns the listeners and one nursery of
 connection tasks; nothing outlives it.  Shutdown (``shutdown`` event, e.g. SIGTERM) runs in
-this order: stop accepting and close the listeners; ``/readyz`` turns 503 and new handshakes
-get 503; every open WebSocket is sent 1001 (after what was already queued for it); connections
-get ``shutdown_timeout`` seconds to finish; whatever is left is cancelled; plugin lifespans
-unwind last.
+this order: ``/readyz`` turns 503 and new handshakes get 503; after ``drain_delay`` (default 0)
+we stop accepting and close the listeners; keep-alive connections close after their current
+response; every open WebSocket is sent 1001 (after what was already queued for it);
+connections get ``shutdown_timeout`` seconds to finish; whatever is left is cancelled; plugin
+lifespans unwind last.
 """
 
 from __future__ import annotations
@@ -81,6 +82,13 @@ async def serve(
                 log.info("listening on %s", url)
             task_status.started(urls)
             await shutdown.wait()
+            # /readyz answers 503 from now on and new handshakes get 503; with a drain_delay
+            # we keep accepting meanwhile, so a load balancer has time to notice.
+            app.draining = True
+            delay = app.config.server.drain_delay
+            if delay > 0:
+                log.info("draining: still accepting for %.1fs", delay)
+                await trio.sleep(delay)
             accepting.cancel_scope.cancel()
         for listener in listeners:
             await listener.aclose()

@@ -26,6 +26,7 @@ class ServerConfig:
     unknown_path: Literal["destroy", "404"] = "destroy"
     max_connections: int = field(default=10_000, metadata={"min": 1})
     shutdown_timeout: float = field(default=10.0, metadata={"min": 0})
+    drain_delay: float = field(default=0.0, metadata={"min": 0})
     tls: TLSConfig | None = None
 
 

@@ -158,6 +158,8 @@ class HTTPConnection:
         conn = self.conn
         if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
             return False
+        if self.app.draining:
+            return False  # shutting down: no further requests on this connection
         remaining = self.http.max_body_size
         with trio.move_on_after(self.http.head_timeout) as scope:
             while conn.their_state is h11.SEND_BODY:
@@ -208,7 +210,7 @@ class HTTPConnection:
             (b"content-length", str(len(body)).encode()),
         ]
         h.extend((n.encode("ascii"), v.encode("latin-1")) for n, v in headers)
-        if close:
+        if close or self.app.draining:
             h.append((b"connection", b"close"))
         response = h11.Response(status_code=status, headers=h, reason=REASONS[status])
         try:
