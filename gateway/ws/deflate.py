@@ -1,10 +1,11 @@
 """permessage-deflate (RFC 7692): negotiation (pure) and the send-side compressor.
 
-Off by default; a mount opts in with ``compression = "deflate"``.  Cost per connection, with
-context takeover (the default when the client does not ask otherwise): a zlib compressor
-(~256 KiB at memLevel 8 with a 32 KiB window; we use memLevel 5, ~40 KiB) and a decompressor
-(~40 KiB with a 32 KiB window).  A client that offers ``client_max_window_bits`` is told to use
-``client_max_window_bits=12``, so its messages need only a 4 KiB window here.  The receive side
+Off by default; a mount opts in with ``compression = "deflate"``.  Memory per connection, by
+zlib's formulas: the compressor uses a 4 KiB window (12 bits; a smaller window than the client
+allows is always valid, §7.1.2.1) at memLevel 5: (1 << 14) + (1 << 14) = 32 KiB, kept between
+messages (context takeover) unless the client asks for ``server_no_context_takeover``.  The
+decompressor needs its window plus ~7 KiB: a client that offers ``client_max_window_bits`` is
+told to use 12 bits (≈11 KiB); one that does not may use 15 bits (≈39 KiB).  The receive side
 (:class:`gateway.ws.parser.Inflater`) never inflates past ``max_message_size``.
 """
 
@@ -17,6 +18,7 @@ from gateway.ws.frames import OP_BINARY, OP_TEXT, frame_header
 
 NAME = "permessage-deflate"
 CLIENT_WINDOW_BITS = 12  # what we ask of clients that let us choose (smaller inflate windows)
+SERVER_WINDOW_BITS = 12  # what our compressor uses at most
 MEM_LEVEL = 5
 MIN_SIZE = 64  # smaller messages are sent uncompressed (RSV1 is per message, §6)
 _TAIL = b"\x00\x00\xff\xff"
@@ -123,8 +125,8 @@ class Deflater:
 
     def __init__(self, params: DeflateParams) -> None:
         # zlib cannot make raw deflate streams with an 8-bit window; 9 is compatible (§7.1.2.1
-        # only bounds the window from above).
-        self._bits = max(params.server_window_bits, 9)
+        # only bounds the window from above, so a smaller one is always fine).
+        self._bits = max(min(params.server_window_bits, SERVER_WINDOW_BITS), 9)
         self._reset = params.server_no_context_takeover
         self._z = self._new()
 
