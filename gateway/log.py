@@ -37,7 +37,7 @@ def session_log(mount: str, session_id: str) -> SessionLog:
 
 
 def configure(level: str = "INFO") -> None:
-    """Log to stderr as ``time level logger message``."""
+    """Log to stderr as ``time level logger message``; ``gateway.server`` stays at INFO."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S")
@@ -45,3 +45,6 @@ def configure(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Lifecycle lines (listening on…, draining, stopped) stay visible at any level: tools and
+    # people read the bound address from them.
+    logging.getLogger("gateway.server").setLevel(min(logging.getLevelName(level), logging.INFO))
