@@ -21,7 +21,7 @@ from trio_websocket import Endpoint
 
 from gateway.app import App
 from gateway.config.load import parse_listen
-from gateway.http.http11 import HTTPConnection
+from gateway.http.http11 import serve_connection
 
 log = logging.getLogger("gateway.server")
 
@@ -145,9 +145,7 @@ async def _connection(app: App, stream: trio.SocketStream, context: ssl.SSLConte
         served: trio.abc.Stream = stream
         if context is not None:
             served = trio.SSLStream(stream, context, server_side=True, https_compatible=True)
-        await HTTPConnection(
-            app, served, remote=remote, local=local, secure=context is not None
-        ).serve()
+        await serve_connection(app, served, remote=remote, local=local, secure=context is not None)
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass  # the peer went away mid-write; nothing to report
     except Exception:

@@ -26,6 +26,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import trio
@@ -36,7 +37,7 @@ from trio_websocket import CloseReason, ConnectionClosed, Endpoint
 from gateway.app import App, build
 from gateway.config.load import parse
 from gateway.core import cookies
-from gateway.http.http11 import HTTPConnection
+from gateway.http.http11 import serve_connection
 
 __all__ = ["TestClient", "TestGateway", "serve"]
 
@@ -123,13 +124,15 @@ class TestGateway:
         """Open a WebSocket to ``path`` (``user`` adds a signed session cookie)."""
         client_stream, server_stream = trio.testing.memory_stream_pair()
         port = next(self._ports)
-        connection = HTTPConnection(
-            self.app,
-            server_stream,
-            remote=Endpoint("127.0.0.1", port, False),
-            local=Endpoint("127.0.0.1", 80, False),
+        self._nursery.start_soon(
+            partial(
+                serve_connection,
+                self.app,
+                server_stream,
+                remote=Endpoint("127.0.0.1", port, False),
+                local=Endpoint("127.0.0.1", 80, False),
+            )
         )
-        self._nursery.start_soon(connection.serve)
         extra = [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
         if user is not None:
             extra.append(self.sign_cookie(user))

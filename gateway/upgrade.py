@@ -137,31 +137,38 @@ def limits_for(settings: WebSocketConfig) -> Limits:
     )
 
 
-async def run_session(
-    app: App,
-    runtime: MountRuntime,
-    stream: trio.abc.Stream,
-    admission: Admission,
-    target: str,
-    raw_headers: list[tuple[bytes, bytes]],
-    trailing: bytes,
-    endpoints: tuple[Endpoint | None, Endpoint | None],
-) -> None:
+@dataclass(frozen=True)
+class Handover:
+    """Everything a WebSocket session needs once the 101 is out (and nothing of h11)."""
+
+    runtime: MountRuntime
+    stream: trio.abc.Stream
+    admission: Admission
+    target: str
+    headers: tuple[tuple[bytes, bytes], ...]
+    trailing: bytes
+    local: Endpoint | None
+    remote: Endpoint | None
+
+
+async def run_session(app: App, handover: Handover) -> None:
     """Serve one accepted WebSocket until it is closed; see :mod:`gateway.api`."""
+    runtime = handover.runtime
+    admission = handover.admission
     request = admission.request
     subprotocol = admission.subprotocol
     mount = runtime.mount
     settings = mount.settings
     session_id = secrets.token_hex(6)
     ws = WebSocketConnection(
-        stream,
-        path=target,
+        handover.stream,
+        path=handover.target,
         subprotocol=subprotocol,
-        handshake_headers=raw_headers,
-        local=endpoints[0],
-        remote=endpoints[1],
+        handshake_headers=handover.headers,
+        local=handover.local,
+        remote=handover.remote,
         limits=limits_for(settings),
-        trailing_data=trailing,
+        trailing_data=handover.trailing,
         compression=admission.compression,
     )
     session = Session(
@@ -178,13 +185,15 @@ async def run_session(
         log=session_log(mount.name, session_id),
     )
     session.log.info("open %s from %s", safe(request.path), request.remote)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(ws.run)
-        with mount.registered(ws):
-            if app.draining:  # shutdown began during the handshake
-                ws.close_nowait(1001, "server shutting down")
-            code, reason = await call_handler(runtime.plugin.handler, ws, session)
-            await ws.aclose(code, reason)
+
+    async def handle() -> None:
+        code, reason = await call_handler(runtime.plugin.handler, ws, session)
+        await ws.aclose(code, reason)
+
+    with mount.registered(ws):
+        if app.draining:  # shutdown began during the handshake
+            ws.close_nowait(1001, "server shutting down")
+        await ws.serve(handle)
     closed = ws.closed
     session.log.info(
         "closed %s %s", closed.code if closed else "-", safe(closed.reason or "") if closed else ""

@@ -72,29 +72,31 @@ class HTTPConnection:
         host = f"[{address}]" if address.version == 6 else str(address)
         return f"{host}:{self.remote.port}"
 
-    async def serve(self) -> None:
-        """Serve requests until the connection closes or becomes a WebSocket."""
-        handed_over = False
+    async def serve(self) -> upgrade.Handover | None:
+        """Serve requests until the connection closes (``None``) or becomes a WebSocket: then
+        the stream is handed over, still open, for :func:`gateway.upgrade.run_session`."""
+        handover = None
         try:
-            handed_over = await self._loop()
+            handover = await self._loop()
         finally:
-            if not handed_over:
+            if handover is None:
                 with trio.CancelScope(shield=True):
                     await self.stream.aclose()
+        return handover
 
-    async def _loop(self) -> bool:
+    async def _loop(self) -> upgrade.Handover | None:
         for count in range(self.http.max_requests_per_connection):
             try:
                 request = await self._next_request(first=count == 0)
             except _Timeout as exc:
                 if exc.started:
                     await self._send_simple(Reject(408, "request head timed out", close=True))
-                return False
+                return None
             except h11.RemoteProtocolError as exc:
                 await self._protocol_error(exc)
-                return False
+                return None
             if request is None:
-                return False
+                return None
             decision = frontdoor.classify(request, self.app.policy, secure=self.secure)
             if isinstance(decision, Upgrade):
                 return await self._upgrade(request, decision)
@@ -106,7 +108,7 @@ class HTTPConnection:
                     decision.reason,
                 )
                 await _abort(self.stream)
-                return True  # nothing more to close
+                return None
             if isinstance(decision, Reject):
                 await self._send_simple(decision)
             elif isinstance(decision, Health):
@@ -114,8 +116,8 @@ class HTTPConnection:
             elif isinstance(decision, Static):
                 await self._static(request, decision)
             if not await self._finish_cycle():
-                return False
-        return False
+                return None
+        return None
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -269,9 +271,9 @@ class HTTPConnection:
 
     # -- upgrading ----------------------------------------------------------------------------
 
-    async def _upgrade(self, request: h11.Request, decision: Upgrade) -> bool:
-        """Admission checks, then the 101 and the session.  ``True``: the stream was handed
-        over (the session closed it); ``False``: we answered and the connection ends."""
+    async def _upgrade(self, request: h11.Request, decision: Upgrade) -> upgrade.Handover | None:
+        """Admission checks, then the 101.  Returns what the session needs, or ``None`` when
+        we answered instead (or the handshake deadline passed) and the connection ends."""
         settings = self.app.mounts[decision.mount.name].mount.settings
         deadline = self._accepted_at + settings.handshake_timeout
         with trio.move_on_at(deadline) as scope:
@@ -286,22 +288,37 @@ class HTTPConnection:
                     refused.reject.detail,
                 )
                 await self._send_simple(refused.reject)
-                return False
+                return None
             trailing = await upgrade.switch(self.stream, self.conn, prepared.headers)
         if scope.cancelled_caught:
             log.info("handshake deadline passed for %s", self.remote_text)
-            return False
-        await upgrade.run_session(
-            self.app,
-            self.app.mounts[decision.mount.name],
-            self.stream,
-            prepared,
-            request.target.decode("ascii", "replace"),
-            list(request.headers),
-            trailing,
-            (self.local, self.remote),
+            return None
+        return upgrade.Handover(
+            runtime=self.app.mounts[decision.mount.name],
+            stream=self.stream,
+            admission=prepared,
+            target=request.target.decode("ascii", "replace"),
+            headers=tuple(request.headers),
+            trailing=trailing,
+            local=self.local,
+            remote=self.remote,
         )
-        return True
+
+
+async def serve_connection(
+    app: App,
+    stream: trio.abc.Stream,
+    *,
+    remote: Endpoint | None,
+    local: Endpoint | None,
+    secure: bool = False,
+) -> None:
+    """One connection from accept to close: HTTP until it upgrades, then the WebSocket
+    session.  The session runs from here, not inside the HTTP loop, so the h11 state and the
+    request are freed for the connection's whole WebSocket life."""
+    handover = await HTTPConnection(app, stream, remote=remote, local=local, secure=secure).serve()
+    if handover is not None:
+        await upgrade.run_session(app, handover)
 
 
 async def _abort(stream: trio.abc.Stream) -> None:

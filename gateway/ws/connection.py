@@ -25,10 +25,11 @@ import logging
 import math
 import os
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import trio
+from trio.lowlevel import ParkingLot
 from trio_websocket import CloseReason, ConnectionClosed, Endpoint
 
 from gateway.ws import frames
@@ -70,6 +71,47 @@ DEFAULT_LIMITS = Limits()
 class WebSocketConnection:
     """One accepted WebSocket; see the module docstring."""
 
+    # Slots: a few hundred bytes less per connection than an instance dict.
+    __slots__ = (
+        "__weakref__",
+        "_close_reason",
+        "_close_sent",
+        "_deflater",
+        "_finished",
+        "_finished_lot",
+        "_handshake_headers",
+        "_inbox",
+        "_inbox_discard",
+        "_inbox_ended",
+        "_inbox_lot",
+        "_keepalive_failed",
+        "_keepalive_payload",
+        "_keepalive_sent",
+        "_limits",
+        "_local",
+        "_next_keepalive",
+        "_nursery",
+        "_outbox",
+        "_outbox_bytes",
+        "_parser",
+        "_path",
+        "_pings",
+        "_queued",
+        "_reader_lot",
+        "_remote",
+        "_stream",
+        "_stream_closed",
+        "_subprotocol",
+        "_trailing_data",
+        "_wanted_writer",
+        "_writer_lot",
+        "_writer_scope",
+        "_writer_started",
+        "_writing",
+        "_written",
+        "_written_lot",
+    )
+
     def __init__(
         self,
         stream: trio.abc.Stream,
@@ -101,17 +143,30 @@ class WebSocketConnection:
         self._parser = FrameParser(limits.parser_limits(), inflater)
         self._close_reason: CloseReason | None = None
         self._close_sent = False
-        self._close_done = trio.Event()
+        self._finished = False  # the reader has stopped: no more frames will be read
+        self._finished_lot: ParkingLot | None = None  # aclose() waiting for that
         self._stream_closed = False
-        self._inbound_send, self._inbound_recv = trio.open_memory_channel[str | bytes](
-            limits.inbound_queue
-        )
-        self._send_lock = trio.StrictFIFOLock()
+        # Inbound messages: a bounded deque instead of a memory channel (a few hundred bytes
+        # per idle connection less; ../docs/performance.md).
+        self._inbox: list[str | bytes] = []  # short (inbound_queue): a list beats a deque
+        self._inbox_ended = False  # no more messages will be added
+        self._inbox_discard = False  # closing locally: drop what arrives, raise on reads
+        self._inbox_lot = ParkingLot()  # get_message() waiting for a message
+        self._reader_lot = ParkingLot()  # the reader waiting for room in the inbox
+        # Outbound frames: a FIFO of encoded frames written by whoever is the current writer.
         self._outbox: list[bytes] = []
         self._outbox_bytes = 0
-        self._writer_lot = trio.lowlevel.ParkingLot()
+        self._queued = 0  # frames ever queued
+        self._written = 0  # frames ever handed to the stream
+        self._writing = False
+        self._written_lot: ParkingLot | None = None  # senders waiting for their frame
+        self._writer_lot = ParkingLot()
         self._writer_scope = trio.CancelScope()
-        self._pings: OrderedDict[bytes, trio.Event] = OrderedDict()
+        self._writer_started = False
+        self._wanted_writer = False
+        self._nursery: trio.Nursery | None = None
+        self._keepalive_failed = False
+        self._pings: OrderedDict[bytes, trio.Event] | None = None
         self._keepalive_payload: bytes | None = None
         self._keepalive_sent = 0.0
         self._next_keepalive = math.inf
@@ -155,17 +210,26 @@ class WebSocketConnection:
 
     async def get_message(self) -> str | bytes:
         """The next message; messages that arrived before the peer closed are still delivered,
-        then :class:`ConnectionClosed` is raised (as in trio-websocket)."""
-        try:
-            return await self._inbound_recv.receive()
-        except (trio.ClosedResourceError, trio.EndOfChannel):
-            raise ConnectionClosed(self._close_reason) from None
+        then :class:`ConnectionClosed` is raised (as in trio-websocket).  After a local close
+        queued messages are dropped."""
+        inbox = self._inbox
+        while not inbox or self._inbox_discard:
+            if self._inbox_ended or self._inbox_discard:
+                await trio.lowlevel.checkpoint()
+                raise ConnectionClosed(self._close_reason)
+            await self._inbox_lot.park()
+        # A cancel point without a trip through the scheduler: the next send or receive of
+        # any real handler is a schedule point anyway, and the inbox is bounded.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        message = inbox.pop(0)
+        self._reader_lot.unpark()
+        return message
 
     async def send_message(self, message: str | bytes) -> None:
         """Send one message (``str`` as text, bytes as binary); returns once it is written."""
         if self._close_reason is not None:
             raise ConnectionClosed(self._close_reason)
-        self._outbox.append(self._encode(message))
+        self._queue(self._encode(message))
         await self._flush()
 
     async def ping(self, payload: bytes | None = None) -> None:
@@ -174,11 +238,13 @@ class WebSocketConnection:
             raise ConnectionClosed(self._close_reason)
         if payload is None:
             payload = os.urandom(4)
+        if self._pings is None:
+            self._pings = OrderedDict()
         if payload in self._pings:
             raise ValueError(f"a ping with payload {payload!r} is already in flight")
         event = trio.Event()
         self._pings[payload] = event
-        self._outbox.append(frames.frame(frames.OP_PING, payload))
+        self._queue(frames.frame(frames.OP_PING, payload))
         await self._flush()
         await event.wait()
         if self._pings.get(payload) is event:
@@ -190,20 +256,21 @@ class WebSocketConnection:
         """Send an unsolicited pong (a heartbeat, RFC 6455 §5.5.3)."""
         if self._close_reason is not None:
             raise ConnectionClosed(self._close_reason)
-        self._outbox.append(frames.frame(frames.OP_PONG, payload or b""))
+        self._queue(frames.frame(frames.OP_PONG, payload or b""))
         await self._flush()
 
     async def aclose(self, code: int = NORMAL, reason: str | None = None) -> None:
         """Start the closing handshake (if not started) and wait for it to finish, at most
         ``close_timeout`` seconds; then the TCP stream is closed.  Idempotent."""
         self._start_close(code, reason or "")
-        # Queued messages are discarded on a local close, and the reader must not block on a
-        # full queue while it waits for the peer's close frame.
-        self._inbound_recv.close()
+        self._discard_inbox()
         try:
             with trio.move_on_after(self._limits.close_timeout):
                 await self._flush()
-                await self._close_done.wait()
+                while not self._finished:
+                    if self._finished_lot is None:
+                        self._finished_lot = ParkingLot()
+                    await self._finished_lot.park()
         finally:
             await self._close_stream()
 
@@ -225,12 +292,12 @@ class WebSocketConnection:
             )
         else:
             frame = self._encode(message)
-        self._outbox.append(frame)
+        self._queue(frame)
         self._outbox_bytes += len(frame)
         if self._outbox_bytes > self._limits.outbound_queue_bytes:
             self._slow_consumer()
             return False
-        self._writer_lot.unpark()
+        self._wake_writer()
         return True
 
     def close_nowait(self, code: int = NORMAL, reason: str = "") -> None:
@@ -238,7 +305,7 @@ class WebSocketConnection:
         shutdown); frames already queued go out first.  The handler's next ``get_message``
         raises :class:`ConnectionClosed`."""
         self._start_close(code, reason)
-        self._inbound_recv.close()
+        self._discard_inbox()
 
     @property
     def outbound_bytes(self) -> int:
@@ -246,26 +313,57 @@ class WebSocketConnection:
         return self._outbox_bytes
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Drive the reader and writer until the connection is closed (``nursery.start``)."""
+        """Read until the connection is closed (``nursery.start``); see :meth:`serve`."""
+        await self.serve(None, task_status=task_status)
+
+    async def serve(
+        self,
+        handler: Callable[[], Awaitable[None]] | None,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Run ``handler`` in a child task while this task reads, until the connection is
+        closed and the handler has returned.  One nursery serves the whole connection; the
+        writer task is started in it on first need (a connection that only echoes never has
+        one)."""
         if self._limits.ping_interval > 0:
             self._next_keepalive = trio.current_time() + self._limits.ping_interval
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._writer)
+                self._nursery = nursery
+                if handler is not None:
+                    nursery.start_soon(handler)
                 task_status.started()
+                if self._wanted_writer:
+                    self._wake_writer()
                 await self._reader()
                 # The reader stops once the closing handshake is decided; our last frames
                 # (the Close reply) go out, then §7.1.1: the server closes TCP first.
-                with trio.move_on_after(self._limits.close_timeout):
+                grace = SLOW_CONSUMER_GRACE if self._keepalive_failed else None
+                with trio.move_on_after(grace or self._limits.close_timeout):
                     try:
                         await self._flush()
                     except ConnectionClosed:
                         pass
-                nursery.cancel_scope.cancel()
+                self._writer_scope.cancel()
+                await self._close_stream()  # the handler may still run; its I/O now raises
         finally:
+            self._nursery = None
             await self._close_stream()
 
     # -- internals ----------------------------------------------------------------------------
+
+    def _queue(self, frame: bytes) -> None:
+        self._outbox.append(frame)
+        self._queued += 1
+
+    def _discard_inbox(self) -> None:
+        """A local close: queued messages are dropped, readers raise, and the reader task must
+        not block on a full inbox while it waits for the peer's Close."""
+        self._inbox_discard = True
+        self._inbox.clear()
+        self._inbox_lot.unpark_all()
+        self._reader_lot.unpark_all()
 
     def _encode(self, message: str | bytes) -> bytes:
         if self._deflater is not None:
@@ -278,8 +376,8 @@ class WebSocketConnection:
             self._close_reason = CloseReason(code, reason or None)
         if not self._close_sent:
             self._close_sent = True
-            self._outbox.append(frames.frame(frames.OP_CLOSE, frames.close_payload(code, reason)))
-            self._writer_lot.unpark()
+            self._queue(frames.frame(frames.OP_CLOSE, frames.close_payload(code, reason)))
+            self._wake_writer()
 
     def _abort_after(self, grace: float) -> None:
         """Give whatever write is pending ``grace`` more seconds, then drop the stream."""
@@ -288,35 +386,69 @@ class WebSocketConnection:
 
     def _slow_consumer(self) -> None:
         log.info("closing slow consumer (%d bytes queued)", self._outbox_bytes)
+        self._written += len(self._outbox)  # dropped: nobody waits for them any more
         self._outbox.clear()
         self._outbox_bytes = 0
         self._start_close(TRY_AGAIN_LATER, "slow consumer")
-        self._inbound_recv.close()
+        self._discard_inbox()
         self._abort_after(SLOW_CONSUMER_GRACE)
 
     async def _flush(self) -> None:
-        """Write everything queued so far, in order (one ``send_all`` for the whole batch)."""
-        async with self._send_lock:
-            if not self._outbox:
+        """Return once every frame queued so far is written, in order.
+
+        One task at a time is the writer: it writes the whole outbox with one ``send_all``,
+        then whatever was queued meanwhile.  Others wait until the writer has covered their
+        frames (or stopped, in which case one of them takes over).
+        """
+        target = self._queued
+        while self._writing:
+            if self._written >= target:
+                await trio.lowlevel.checkpoint()
                 return
-            data = self._outbox[0] if len(self._outbox) == 1 else b"".join(self._outbox)
-            self._outbox.clear()
-            self._outbox_bytes = 0
-            try:
-                await self._stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                self._lost()
-                raise ConnectionClosed(self._close_reason) from None
+            if self._written_lot is None:
+                self._written_lot = ParkingLot()
+            await self._written_lot.park()
+        if self._written >= target:
+            await trio.lowlevel.checkpoint()
+            return
+        self._writing = True
+        try:
+            while self._outbox:
+                outbox = self._outbox
+                data = outbox[0] if len(outbox) == 1 else b"".join(outbox)
+                count = len(outbox)
+                self._outbox = []
+                self._outbox_bytes = 0
+                try:
+                    await self._stream.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    self._lost()
+                    raise ConnectionClosed(self._close_reason) from None
+                self._written += count
+                if self._written_lot is not None:
+                    self._written_lot.unpark_all()
+        finally:
+            self._writing = False
+            if self._written_lot is not None:
+                self._written_lot.unpark_all()
+
+    def _wake_writer(self) -> None:
+        """Make sure frames queued without waiting get written: wake the writer task, or
+        start it (in :meth:`run`'s nursery) the first time it is needed."""
+        if self._writer_started:
+            self._writer_lot.unpark()
+        elif self._nursery is not None:
+            self._writer_started = True
+            self._nursery.start_soon(self._writer)
+        else:
+            self._wanted_writer = True  # before run(): it starts the writer
 
     async def _writer(self) -> None:
-        """Flush frames queued without waiting, and run the keepalive clock."""
+        """Flush frames queued without waiting (broadcasts, closes started from outside)."""
         with self._writer_scope:
             while True:
                 if not self._outbox:
-                    with trio.move_on_at(self._next_keepalive):
-                        await self._writer_lot.park()
-                    if trio.current_time() >= self._next_keepalive:
-                        self._keepalive()
+                    await self._writer_lot.park()
                     continue
                 try:
                     await self._flush()
@@ -332,13 +464,15 @@ class WebSocketConnection:
         now = trio.current_time()
         if self._keepalive_payload is not None:
             log.info("no pong within %.1fs: closing", limits.ping_timeout)
-            self._fail(INTERNAL_ERROR, "keepalive ping timeout")
+            self._start_close(INTERNAL_ERROR, "keepalive ping timeout")
+            self._discard_inbox()
             self._abort_after(min(limits.close_timeout, SLOW_CONSUMER_GRACE))
             self._next_keepalive = math.inf
+            self._keepalive_failed = True
             return
         self._keepalive_payload = os.urandom(4)
         self._keepalive_sent = now
-        self._outbox.append(frames.frame(frames.OP_PING, self._keepalive_payload))
+        self._queue(frames.frame(frames.OP_PING, self._keepalive_payload))
         self._next_keepalive = now + limits.ping_timeout
 
     async def _reader(self) -> None:
@@ -367,21 +501,42 @@ class WebSocketConnection:
                     # §7.1.7 "Fail the WebSocket Connection": send Close, then drop TCP.
                     self._fail(error.code, error.reason)
                     return
-                data = await self._stream.receive_some(RECEIVE_SIZE)
+                if self._outbox and not self._writing:
+                    await self._flush()  # pongs and close replies go out from here
+                if self._next_keepalive == math.inf:
+                    data = await self._stream.receive_some(RECEIVE_SIZE)
+                else:
+                    # The keepalive clock: a cancelled receive_some loses no data (for TLS:
+                    # the handshake is long done), so the wait itself is the timer.
+                    with trio.move_on_at(self._next_keepalive) as timer:
+                        data = await self._stream.receive_some(RECEIVE_SIZE)
+                    if timer.cancelled_caught:
+                        self._keepalive()
+                        if self._keepalive_failed:
+                            return  # run() writes the Close (bounded) and drops TCP
+                        data = b""
+                        continue
                 if not data:
                     self._lost()  # EOF without a Close frame: 1006 (§7.1.5)
                     return
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self._lost()
         finally:
-            self._inbound_send.close()
+            self._inbox_ended = True
+            self._inbox_lot.unpark_all()
             self._release_pings()
 
     async def _deliver(self, message: str | bytes) -> None:
-        try:
-            await self._inbound_send.send(message)
-        except trio.BrokenResourceError:
-            pass  # closing locally: nobody will read it
+        """Queue a message for the handler; when the inbox is full, stop reading (TCP then
+        pushes back on the client) until the handler takes one."""
+        while len(self._inbox) >= self._limits.inbound_queue and not self._inbox_discard:
+            if self._stream_closed:
+                return
+            await self._reader_lot.park()
+        if self._inbox_discard:
+            return  # closing locally: nobody will read it
+        self._inbox.append(message)
+        self._inbox_lot.unpark()
 
     def _on_close(self, event: Close) -> None:
         if self._close_sent:
@@ -395,18 +550,18 @@ class WebSocketConnection:
         self._queue_control(frames.frame(frames.OP_CLOSE, frames.close_payload(code, event.reason)))
 
     def _fail(self, code: int, reason: str) -> None:
+        """The peer broke the protocol: Close with ``code``; the reader then stops, and the
+        messages that arrived before the bad frame are still delivered."""
         self._start_close(code, reason)
-        self._inbound_recv.close()
 
     def _queue_control(self, frame: bytes) -> None:
-        self._outbox.append(frame)
-        self._writer_lot.unpark()
+        self._queue(frame)  # the reader flushes it after this batch of events
 
     def _pong(self, payload: bytes) -> None:
         if payload == self._keepalive_payload:
             self._keepalive_payload = None
             self._next_keepalive = self._keepalive_sent + self._limits.ping_interval
-        if payload not in self._pings:
+        if self._pings is None or payload not in self._pings:
             return  # unsolicited pong: a heartbeat, nothing to do
         while self._pings:
             key, event = self._pings.popitem(last=False)
@@ -415,18 +570,24 @@ class WebSocketConnection:
                 break
 
     def _release_pings(self) -> None:
-        for event in self._pings.values():
+        for event in (self._pings or {}).values():
             event.set()
 
     def _lost(self) -> None:
         if self._close_reason is None:
             self._close_reason = CloseReason(ABNORMAL, None)
-        self._close_done.set()
+        self._set_finished()
+
+    def _set_finished(self) -> None:
+        self._finished = True
+        if self._finished_lot is not None:
+            self._finished_lot.unpark_all()
 
     async def _close_stream(self) -> None:
         if self._stream_closed:
             return
         self._stream_closed = True
-        self._close_done.set()
+        self._set_finished()
+        self._reader_lot.unpark_all()  # a reader waiting for inbox room must see the end
         with trio.CancelScope(shield=True):
             await self._stream.aclose()

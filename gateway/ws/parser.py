@@ -102,6 +102,23 @@ class Inflater:
 class FrameParser:
     """Turns the bytes a client sends into messages and control events."""
 
+    __slots__ = (
+        "_buf",
+        "_compressed",
+        "_decoder",
+        "_events",
+        "_fragments",
+        "_inflater",
+        "_last",
+        "_opcode",
+        "_parts",
+        "_size",
+        "_text",
+        "_tokens",
+        "closed",
+        "limits",
+    )
+
     def __init__(
         self, limits: ParserLimits = ParserLimits(), inflater: Inflater | None = None
     ) -> None:

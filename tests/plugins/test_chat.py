@@ -7,6 +7,7 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 from urllib.parse import quote
 
@@ -16,7 +17,7 @@ import trio.testing
 import trio_websocket
 from trio_websocket import ConnectionClosed, Endpoint
 
-from gateway.http.http11 import HTTPConnection
+from gateway.http.http11 import serve_connection
 from gateway.testing import TestGateway, serve
 from tests.fixture_plugins import refused, wait_until
 
@@ -288,14 +289,15 @@ async def stalling_client(
     reading until the test calls ``get_message``, like a peer whose TCP window is full.
     """
     client_stream, server_stream = trio.testing.lockstep_stream_pair()
-    connection = HTTPConnection(
+    connection = partial(
+        serve_connection,
         gw.app,
         server_stream,
         remote=Endpoint("127.0.0.1", port, False),
         local=Endpoint("127.0.0.1", 80, False),
     )
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(connection.serve)
+        nursery.start_soon(connection)
         with trio.fail_after(10):
             ws = await trio_websocket.wrap_client_stream(
                 nursery,
@@ -442,11 +444,11 @@ async def test_a_handshake_that_never_completes_leaves_no_group(
 ) -> None:
     async with serve(CHAT, PATH) as gw:
         client, server = trio.testing.lockstep_stream_pair()
-        connection = HTTPConnection(
-            gw.app, server, remote=Endpoint("127.0.0.1", 50001, False), local=None
+        connection = partial(
+            serve_connection, gw.app, server, remote=Endpoint("127.0.0.1", 50001, False), local=None
         )
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(connection.serve)
+            nursery.start_soon(connection)
             await client.send_all(HANDSHAKE)  # ... and never read the 101
             await trio.sleep(30)  # past handshake_timeout (10 s): the gateway gave up
             nursery.cancel_scope.cancel()
