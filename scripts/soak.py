@@ -35,9 +35,23 @@ REPO = Path(__file__).resolve().parents[1]
 
 @dataclass
 class Stats:
+    expected: int
     opened: int = 0
     echoes: int = 0
     failures: list[str] = field(default_factory=list)
+    settled: trio.Event = field(default_factory=trio.Event)  # every connection opened or failed
+
+    def open(self) -> None:
+        self.opened += 1
+        self._check()
+
+    def fail(self, why: str) -> None:
+        self.failures.append(why)
+        self._check()
+
+    def _check(self) -> None:
+        if self.opened + len(self.failures) >= self.expected:
+            self.settled.set()
 
 
 def rss_kib(pid: int) -> int:
@@ -49,12 +63,22 @@ def rss_kib(pid: int) -> int:
 
 def start_gateway() -> tuple[subprocess.Popen[str], str]:
     def raise_nofile() -> None:
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", "--config", "config.toml",
-         "--listen", "127.0.0.1:0", "--log-level", "WARNING"],
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "serve",
+            "--config",
+            "config.toml",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-level",
+            "WARNING",
+        ],
         cwd=REPO,
         stderr=subprocess.PIPE,
         text=True,
@@ -89,7 +113,7 @@ async def client(
         async with opened:
             ws_cm = trio_websocket.open_websocket_url(url, message_queue_size=4)
             ws = await ws_cm.__aenter__()
-        stats.opened += 1
+        stats.open()
         try:
             # Spread the echoes over the interval so the load is steady.
             await trio.sleep(random.random() * interval)
@@ -100,7 +124,7 @@ async def client(
                 with trio.fail_after(10):
                     reply = await ws.get_message()
                 if reply != message:
-                    stats.failures.append(f"conn {n}: sent {message!r}, got {reply!r}")
+                    stats.fail(f"conn {n}: sent {message!r}, got {reply!r}")
                     return
                 stats.echoes += 1
                 seq += 1
@@ -108,13 +132,17 @@ async def client(
                     await stop.wait()
         finally:
             await ws_cm.__aexit__(None, None, None)
-    except (trio_websocket.ConnectionClosed, trio_websocket.HandshakeError, OSError,
-            trio.TooSlowError) as exc:
-        stats.failures.append(f"conn {n}: {type(exc).__name__}: {exc}")
+    except (
+        trio_websocket.ConnectionClosed,
+        trio_websocket.HandshakeError,
+        OSError,
+        trio.TooSlowError,
+    ) as exc:
+        stats.fail(f"conn {n}: {type(exc).__name__}: {exc}")
 
 
 async def soak(url: str, pid: int, conns: int, duration: float, interval: float) -> Stats:
-    stats = Stats()
+    stats = Stats(conns)
     stop = trio.Event()
     base = rss_kib(pid)
     async with trio.open_nursery() as nursery:
@@ -122,14 +150,16 @@ async def soak(url: str, pid: int, conns: int, duration: float, interval: float)
         for n in range(conns):
             nursery.start_soon(client, f"{url}/echo", n, stats, interval, stop, limiter)
         with trio.move_on_after(120):
-            while stats.opened + len(stats.failures) < conns:
-                await trio.sleep(0.2)
+            await stats.settled.wait()
         print(f"{stats.opened} connections open", file=sys.stderr)
         await trio.sleep(min(5.0, duration))
         full = rss_kib(pid)
         per_conn = (full - base) / max(stats.opened, 1)
-        print(f"gateway RSS: {base} KiB idle, {full} KiB with {stats.opened} connections "
-              f"= {per_conn:.1f} KiB per connection", file=sys.stderr)
+        print(
+            f"gateway RSS: {base} KiB idle, {full} KiB with {stats.opened} connections "
+            f"= {per_conn:.1f} KiB per connection",
+            file=sys.stderr,
+        )
         await trio.sleep(max(0.0, duration - 5.0))
         stop.set()
     return stats
@@ -141,7 +171,7 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between echoes")
     args = parser.parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if hard < args.conns + 100:
         raise SystemExit(f"RLIMIT_NOFILE hard limit {hard} is too low for {args.conns} connections")

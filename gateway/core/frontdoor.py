@@ -4,8 +4,9 @@
 reads the request, so every row of the table is a unit test.  Order matters and is documented
 in the README ("How a request is answered"):
 
-1. head limits (414/431) and framing h11 lets through but we refuse (RFC 9112 §6.1:
-   Content-Length with Transfer-Encoding; Transfer-Encoding on HTTP/1.0) -> 400; all close;
+1. head limits (414/431), then what h11 lets through but we refuse: an invalid or repeated
+   Host (RFC 9112 §3.2), Content-Length with Transfer-Encoding, Transfer-Encoding on HTTP/1.0
+   (§6.1) -> 400; all close;
 2. a target that is not origin-form (``/path?query``) -> 400;
 3. ``Upgrade: websocket`` -> route by path; unknown -> :class:`Destroy` (or 404 if configured);
    known -> handshake validation (400/405/426) -> Origin (403) -> :class:`Upgrade`;
@@ -106,6 +107,10 @@ def check_head(request: h11.Request, limits: HeadLimits) -> Reject | None:
 
 def _check_framing(request: h11.Request) -> Reject | None:
     h = request.headers
+    hosts = hdr.values(h, b"host")
+    if len(hosts) > 1 or (hosts and not handshake.valid_host(hosts[0])):
+        # RFC 9112 §3.2: 400 for several Host lines or an invalid one, on any request.
+        return Reject(400, "invalid Host header", close=True)
     has_te = any(n == b"transfer-encoding" for n, _ in h)
     if has_te and any(n == b"content-length" for n, _ in h):
         # RFC 9112 §6.1: such a message "ought to be handled as an error"; the connection

@@ -64,7 +64,9 @@ def validate(request: h11.Request) -> HandshakeInfo | Reject:
     if request.method != b"GET":
         # §4.1: "The method of the request MUST be GET".
         return Reject(405, "WebSocket handshakes must use GET", (("Allow", "GET"),))
-    if request.http_version != b"1.1":
+    major, _, minor = request.http_version.partition(b".")
+    if major != b"1" or minor in (b"0", b""):
+        # §4.2.1: "HTTP/1.1 or higher"; RFC 9110 §2.5: a later 1.x is processed as 1.1.
         return Reject(400, "WebSocket handshakes need HTTP/1.1", close=True)
     if b"upgrade" not in hdr.tokens(h, b"connection"):
         return Reject(400, "missing 'Connection: upgrade'")

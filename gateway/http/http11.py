@@ -165,7 +165,10 @@ class HTTPConnection:
         remaining = self.http.max_body_size
         with trio.move_on_after(self.http.head_timeout) as scope:
             while conn.their_state is h11.SEND_BODY:
-                event = conn.next_event()
+                try:
+                    event = conn.next_event()
+                except h11.RemoteProtocolError:
+                    return False  # a malformed body after our answer: just close
                 if event is h11.NEED_DATA:
                     data = await self._receive()
                     if not data:

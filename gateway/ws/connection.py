@@ -266,7 +266,10 @@ class WebSocketConnection:
         self._discard_inbox()
         try:
             with trio.move_on_after(self._limits.close_timeout):
-                await self._flush()
+                try:
+                    await self._flush()
+                except ConnectionClosed:
+                    pass  # the peer is gone already: nothing left to wait for
                 while not self._finished:
                     if self._finished_lot is None:
                         self._finished_lot = ParkingLot()

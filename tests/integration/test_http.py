@@ -19,10 +19,6 @@ INDEX = (STATIC_ROOT / "index.html").read_bytes()
 SHORT_TIMEOUTS: dict[str, object] = {"http.keepalive_timeout": 0.5, "http.head_timeout": 0.5}
 
 
-# gateway/http/http11.py, HTTPConnection._send_simple: it answers only when h11's our_state is
-# SEND_RESPONSE, but before a request head is complete (malformed, too large, timed out) the
-# server side is still IDLE, from which h11 does allow a Response.  So the 400/408/431 are never
-# written: the connection is just closed.  Fix: accept h11.IDLE as well.
 async def get(gw: Running, data: bytes, *, head_request: bool = False) -> Response:
     with trio.fail_after(TIMEOUT):
         async with raw_connection(gw) as client:
