@@ -26,6 +26,10 @@ from gateway.errors import ConfigError, PluginLoadError
 from gateway.mount import Mount
 from gateway.plugins import LoadedPlugin, import_object, load
 
+# At shutdown, how long a connection accepted just before may still send its first request
+# (a handshake in flight then gets its 503 instead of a reset).
+FIRST_REQUEST_GRACE = 0.5
+
 
 @dataclass
 class MountRuntime:
@@ -45,7 +49,10 @@ class App:
     mounts: dict[str, MountRuntime]
     static_root: Path | None
     keyring: cookies.KeyRing | None
-    draining: bool = False
+    draining: bool = False  # /readyz 503, new handshakes 503
+    stopping: bool = False  # no new requests at all: idle connections close
+    # HTTP connections waiting for a request's first byte -> "is it their first request?"
+    idle_http: dict[trio.CancelScope, bool] = field(default_factory=dict)
     connections: int = 0
     idle: trio.Event = field(default_factory=trio.Event)
 
@@ -60,8 +67,17 @@ class App:
             yield
 
     def start_draining(self) -> None:
-        """Graceful shutdown: new handshakes get 503, open WebSockets get 1001."""
+        """Graceful shutdown: new handshakes get 503, idle keep-alive connections close now,
+        fresh ones get ``FIRST_REQUEST_GRACE`` to send their request, open WebSockets get
+        1001."""
         self.draining = True
+        self.stopping = True
+        now = trio.current_time()
+        for scope, first in list(self.idle_http.items()):
+            if first:
+                scope.deadline = min(scope.deadline, now + FIRST_REQUEST_GRACE)
+            else:
+                scope.cancel()
         for runtime in self.mounts.values():
             runtime.mount.close_all(1001, "server shutting down")
 

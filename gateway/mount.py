@@ -64,6 +64,7 @@ class Mount:
         self.settings: WebSocketConfig = config.websocket
         self._clients: set[WebSocketConnection] = set()
         self._groups: dict[str, Group] = {}
+        self.reserved = 0  # admitted handshakes not yet registered
         self.plugin: Any = None  # the Plugin instance (class plugins) or the function
 
     @property
@@ -76,7 +77,9 @@ class Mount:
 
     @property
     def full(self) -> bool:
-        return len(self._clients) >= self.settings.max_connections
+        """At ``max_connections``, counting handshakes that passed admission but are not
+        registered yet (so concurrent handshakes cannot overshoot the cap)."""
+        return len(self._clients) + self.reserved >= self.settings.max_connections
 
     def group(self, name: str) -> Group:
         """The group called ``name`` (created on first use, dropped when it empties)."""
@@ -98,8 +101,11 @@ class Mount:
         return _fan_out(self._clients, message, exclude)
 
     @contextmanager
-    def registered(self, ws: WebSocketConnection) -> Iterator[None]:
-        """Count ``ws`` among :attr:`clients` for the duration of the block."""
+    def registered(self, ws: WebSocketConnection, *, reserved: bool = False) -> Iterator[None]:
+        """Count ``ws`` among :attr:`clients` for the duration of the block (taking over the
+        place reserved for it at admission, if ``reserved``)."""
+        if reserved:
+            self.reserved -= 1
         self._clients.add(ws)
         try:
             yield

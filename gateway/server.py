@@ -123,20 +123,24 @@ async def _accept_loop(
                 continue
             raise
         if app.connections >= limit:
-            nursery.start_soon(_refuse, stream)
+            nursery.start_soon(_refuse, stream, context)
             continue
         app.connection_opened()
         nursery.start_soon(_connection, app, stream, context)
 
 
-async def _refuse(stream: trio.SocketStream) -> None:
-    """Over ``server.max_connections``: a fixed 503 with Retry-After, then close."""
+async def _refuse(stream: trio.SocketStream, context: ssl.SSLContext | None) -> None:
+    """Over ``server.max_connections``: a fixed 503 with Retry-After (over TLS on a TLS port),
+    then close; the whole exchange gets one second."""
+    served: trio.abc.Stream = stream
+    if context is not None:
+        served = trio.SSLStream(stream, context, server_side=True, https_compatible=True)
     with trio.move_on_after(1):
         try:
-            await stream.send_all(OVERLOAD_RESPONSE)
+            await served.send_all(OVERLOAD_RESPONSE)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
-    await stream.aclose()
+    await trio.aclose_forcefully(served)
 
 
 async def _connection(app: App, stream: trio.SocketStream, context: ssl.SSLContext | None) -> None:

@@ -103,6 +103,9 @@ async def prepare(app: App, decision: Upgrade, request: h11.Request, remote: str
         if compression is not None:
             response_headers.append((b"sec-websocket-extensions", compression.header().encode()))
     response_headers.extend(hdr.encode(extra))
+    if mount.full:  # filled up while we awaited auth: check again, then hold a place
+        raise Refused(Reject(503, "endpoint at capacity", (("Retry-After", "1"),), close=True))
+    mount.reserved += 1  # released by run_session's registration, or by the caller on failure
     return Admission(upgrade_request, response_headers, subprotocol, compression)
 
 
@@ -190,7 +193,7 @@ async def run_session(app: App, handover: Handover) -> None:
         code, reason = await call_handler(runtime.plugin.handler, ws, session)
         await ws.aclose(code, reason)
 
-    with mount.registered(ws):
+    with mount.registered(ws, reserved=True):
         if app.draining:  # shutdown began during the handshake
             ws.close_nowait(1001, "server shutting down")
         await ws.serve(handle)

@@ -23,7 +23,7 @@ import trio
 from trio_websocket import Endpoint
 
 from gateway import upgrade
-from gateway.app import App
+from gateway.app import FIRST_REQUEST_GRACE, App
 from gateway.core import frontdoor
 from gateway.core.decisions import REASONS, Destroy, Health, Reject, Static, Upgrade
 from gateway.http import static
@@ -143,9 +143,24 @@ class HTTPConnection:
                 started = True
                 if not first:
                     deadline = trio.current_time() + self.http.head_timeout
-            with trio.move_on_at(deadline):
-                self.conn.receive_data(await self._receive())
+            # Waiting for a request's first byte: at shutdown a keep-alive connection closes at
+            # once, a fresh one gets FIRST_REQUEST_GRACE for its request (it may be a handshake
+            # in flight, which then gets its 503).
+            idle = not self.conn.trailing_data[0]
+            if idle and self.app.stopping:
+                if not first:
+                    return None
+                deadline = min(deadline, trio.current_time() + FIRST_REQUEST_GRACE)
+            with trio.move_on_at(deadline) as timer:
+                if idle:
+                    self.app.idle_http[timer] = first  # App.start_draining shortens it
+                try:
+                    self.conn.receive_data(await self._receive())
+                finally:
+                    self.app.idle_http.pop(timer, None)
                 continue
+            if idle and self.app.stopping:
+                return None
             raise _Timeout(started or bool(self.conn.trailing_data[0]))
 
     async def _receive(self) -> bytes:
@@ -277,23 +292,29 @@ class HTTPConnection:
     async def _upgrade(self, request: h11.Request, decision: Upgrade) -> upgrade.Handover | None:
         """Admission checks, then the 101.  Returns what the session needs, or ``None`` when
         we answered instead (or the handshake deadline passed) and the connection ends."""
-        settings = self.app.mounts[decision.mount.name].mount.settings
-        deadline = self._accepted_at + settings.handshake_timeout
-        with trio.move_on_at(deadline) as scope:
-            try:
-                prepared = await upgrade.prepare(self.app, decision, request, self.remote_text)
-            except upgrade.Refused as refused:
-                log.info(
-                    "refused %s %s: %d %s",
-                    self.remote_text,
-                    safe(request.target.decode("ascii", "replace")),
-                    refused.reject.status,
-                    refused.reject.detail,
-                )
-                await self._send_simple(refused.reject)
-                return None
-            trailing = await upgrade.switch(self.stream, self.conn, prepared.headers)
-        if scope.cancelled_caught:
+        mount = self.app.mounts[decision.mount.name].mount
+        deadline = self._accepted_at + mount.settings.handshake_timeout
+        prepared: upgrade.Admission | None = None
+        trailing: bytes | None = None
+        try:
+            with trio.move_on_at(deadline):
+                try:
+                    prepared = await upgrade.prepare(self.app, decision, request, self.remote_text)
+                except upgrade.Refused as refused:
+                    log.info(
+                        "refused %s %s: %d %s",
+                        self.remote_text,
+                        safe(request.target.decode("ascii", "replace")),
+                        refused.reject.status,
+                        refused.reject.detail,
+                    )
+                    await self._send_simple(refused.reject)
+                    return None
+                trailing = await upgrade.switch(self.stream, self.conn, prepared.headers)
+        finally:
+            if prepared is not None and trailing is None:
+                mount.reserved -= 1  # admitted, but the 101 never went out: free the place
+        if prepared is None or trailing is None:
             log.info("handshake deadline passed for %s", self.remote_text)
             return None
         return upgrade.Handover(
