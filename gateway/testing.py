@@ -214,7 +214,10 @@ async def serve(
     data.setdefault("plugins", {})[name] = table
     secret_env = data.get("auth", {}).get("secret_env", "GATEWAY_SECRET")
     app = build(parse(data, source="<gateway.testing>"), environ={secret_env: secret})
-    async with trio.open_nursery() as nursery, app.lifespans():
-        yield TestGateway(app, nursery)
-        app.start_draining()
+    async with trio.open_nursery() as nursery:
+        # Lifespans are left before the background tasks are cancelled, as in the server, so a
+        # plugin's clean-up code runs un-cancelled.
+        async with app.lifespans():
+            yield TestGateway(app, nursery)
+            app.start_draining()
         nursery.cancel_scope.cancel()
