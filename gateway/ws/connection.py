@@ -40,6 +40,7 @@ log = logging.getLogger("gateway.ws")
 
 RECEIVE_SIZE = 65536
 SLOW_CONSUMER_GRACE = 1.0  # seconds to write the 1013 close before aborting (LIMITS.md)
+CORK_BYTES = 64 * 1024  # at most this much of a handler's replies waits for one write
 
 # RFC 6455 §7.4.1 codes the engine itself sends.
 NORMAL, GOING_AWAY, ABNORMAL, INTERNAL_ERROR, TRY_AGAIN_LATER = 1000, 1001, 1006, 1011, 1013
@@ -230,11 +231,25 @@ class WebSocketConnection:
         return message
 
     async def send_message(self, message: str | bytes) -> None:
-        """Send one message (``str`` as text, bytes as binary); returns once it is written
-        (handed to the kernel)."""
+        """Send one message (``str`` as text, bytes as binary).
+
+        Returns once the frame is handed to the kernel, or, while more received messages are
+        waiting for this handler, once it is queued for the write that carries the replies to
+        them all (at most 64 KiB; asyncio's ``transport.write`` buffers the same way).  A
+        client that does not read backpressures the handler here.
+        """
         if self._close_reason is not None:
             raise ConnectionClosed(self._close_reason)
         frame = self._encode(message)
+        if self._inbox and self._outbox_bytes + len(frame) < CORK_BYTES:
+            # More messages are already waiting for this handler, so more sends are likely:
+            # queue this frame and let the next write carry them all (one syscall per batch
+            # instead of one per message).  The writer flushes it if the handler stops here.
+            await trio.lowlevel.checkpoint_if_cancelled()
+            self._queue(frame)
+            self._outbox_bytes += len(frame)
+            self._wake_writer()
+            return
         if self._can_write_now():
             # The fast path: no task switch.  Cancellation is checked before the write, so a
             # cancelled send never half-happens.
