@@ -17,12 +17,13 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 from urllib.parse import parse_qs
 
 from gateway.core.decisions import Reject
 from gateway.errors import CloseSession
+from gateway.log import session_log
 from gateway.ws.connection import WebSocketConnection
 
 if TYPE_CHECKING:
@@ -94,10 +95,18 @@ class Session:
     origin: str | None
     remote: str
     subprotocol: str | None
-    headers: tuple[tuple[str, str], ...] = ()
-    log: logging.LoggerAdapter[logging.Logger] = field(
-        default_factory=lambda: logging.LoggerAdapter(logging.getLogger("gateway.session"))
-    )
+    raw_headers: tuple[tuple[bytes, bytes], ...] = ()  # as received (lowercase names)
+
+    @property
+    def headers(self) -> tuple[tuple[str, str], ...]:
+        """The handshake's headers, decoded (computed on use: most sessions never ask, and
+        an idle connection is cheaper without a second copy)."""
+        return tuple((n.decode("latin-1"), v.decode("latin-1")) for n, v in self.raw_headers)
+
+    @property
+    def log(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger that prefixes every line with ``[mount session-id]``."""
+        return session_log(self.mount.name, self.id)
 
     @property
     def query_params(self) -> dict[str, list[str]]:

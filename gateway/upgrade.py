@@ -27,7 +27,7 @@ from gateway.core import handshake
 from gateway.core import headers as hdr
 from gateway.core.decisions import REASONS, Reject, Upgrade
 from gateway.errors import CloseSession
-from gateway.log import safe, session_log
+from gateway.log import safe
 from gateway.ws import deflate
 from gateway.ws.connection import Limits, WebSocketConnection
 from gateway.ws.deflate import DeflateParams
@@ -154,40 +154,19 @@ class Handover:
     remote: Endpoint | None
 
 
-async def run_session(app: App, handover: Handover) -> None:
-    """Serve one accepted WebSocket until it is closed; see :mod:`gateway.api`."""
+async def run_session(app: App, box: list[Handover]) -> None:
+    """Serve one accepted WebSocket until it is closed; see :mod:`gateway.api`.
+
+    ``box`` holds the only reference to the :class:`Handover`, which is taken out so the
+    handshake's objects are freed once the connection is set up.
+    """
+    handover = box.pop()
     runtime = handover.runtime
-    admission = handover.admission
-    request = admission.request
-    subprotocol = admission.subprotocol
     mount = runtime.mount
-    settings = mount.settings
-    session_id = secrets.token_hex(6)
-    ws = WebSocketConnection(
-        handover.stream,
-        path=handover.target,
-        subprotocol=subprotocol,
-        handshake_headers=handover.headers,
-        local=handover.local,
-        remote=handover.remote,
-        limits=limits_for(settings),
-        trailing_data=handover.trailing,
-        compression=admission.compression,
-    )
-    session = Session(
-        id=session_id,
-        mount=mount,
-        path=request.path,
-        params=request.params,
-        query=request.query,
-        principal=request.principal,
-        origin=request.origin,
-        remote=request.remote,
-        subprotocol=subprotocol,
-        headers=request.headers,
-        log=session_log(mount.name, session_id),
-    )
-    session.log.info("open %s from %s", safe(request.path), request.remote)
+    ws, session = _open(handover)
+    del handover  # the handshake's objects are not needed for the connection's life
+    log = session.log
+    log.info("open %s from %s", safe(session.path), session.remote)
 
     async def handle() -> None:
         code, reason = await call_handler(runtime.plugin.handler, ws, session)
@@ -198,9 +177,39 @@ async def run_session(app: App, handover: Handover) -> None:
             ws.close_nowait(1001, "server shutting down")
         await ws.serve(handle)
     closed = ws.closed
-    session.log.info(
+    log.info(
         "closed %s %s", closed.code if closed else "-", safe(closed.reason or "") if closed else ""
     )
+
+
+def _open(handover: Handover) -> tuple[WebSocketConnection, Session]:
+    admission = handover.admission
+    request = admission.request
+    mount = handover.runtime.mount
+    ws = WebSocketConnection(
+        handover.stream,
+        path=handover.target,
+        subprotocol=admission.subprotocol,
+        handshake_headers=handover.headers,
+        local=handover.local,
+        remote=handover.remote,
+        limits=limits_for(mount.settings),
+        trailing_data=handover.trailing,
+        compression=admission.compression,
+    )
+    session = Session(
+        id=secrets.token_hex(6),
+        mount=mount,
+        path=request.path,
+        params=request.params,
+        query=request.query,
+        principal=request.principal,
+        origin=request.origin,
+        remote=request.remote,
+        subprotocol=admission.subprotocol,
+        raw_headers=handover.headers,
+    )
+    return ws, session
 
 
 async def call_handler(

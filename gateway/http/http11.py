@@ -25,9 +25,11 @@ from trio_websocket import Endpoint
 from gateway import upgrade
 from gateway.app import FIRST_REQUEST_GRACE, App
 from gateway.core import frontdoor
-from gateway.core.decisions import REASONS, Destroy, Health, Reject, Static, Upgrade
+from gateway.core.decisions import REASONS, Destroy, Health, Proxy, Reject, Static, Upgrade
+from gateway.errors import UpstreamError
 from gateway.http import static
 from gateway.log import safe
+from gateway.proxy import forward
 
 log = logging.getLogger("gateway.http")
 
@@ -114,7 +116,10 @@ class HTTPConnection:
             elif isinstance(decision, Health):
                 await self._health(decision)
             elif isinstance(decision, Static):
-                await self._static(request, decision)
+                if not await self._static(request, decision):
+                    return None
+            elif isinstance(decision, Proxy) and not await self._proxy(request, decision):
+                return None
             if not await self._finish_cycle():
                 return None
         return None
@@ -260,7 +265,9 @@ class HTTPConnection:
         else:
             await self.respond(200, (("Cache-Control", "no-store"),), b"ok\n")
 
-    async def _static(self, request: h11.Request, decision: Static) -> None:
+    async def _static(self, request: h11.Request, decision: Static) -> bool:
+        """Serve the file; a miss is 404, or proxied when the decision has a fallback.
+        ``False`` when the connection must close (a proxied exchange said so)."""
         root = self.app.static_root
         found = None
         if root is not None:
@@ -268,8 +275,10 @@ class HTTPConnection:
                 root, decision.path, self.http.index_file, request.method, request.headers
             )
         if found is None:
+            if decision.fallback is not None:
+                return await self._proxy(request, decision.fallback)
             await self._send_simple(frontdoor.NOT_FOUND)
-            return
+            return True
         headers = [_SERVER, (b"date", _date()), *found.headers]
         response = h11.Response(
             status_code=found.status, headers=headers, reason=REASONS[found.status]
@@ -286,6 +295,32 @@ class HTTPConnection:
                 # The file shrank under us: a short body must not look complete.
                 raise trio.BrokenResourceError("static file changed while being sent")
         await self.stream.send_all(self.conn.send(h11.EndOfMessage()) or b"")
+        return True
+
+    async def _proxy(self, request: h11.Request, decision: Proxy) -> bool:
+        """Forward to the legacy site (:mod:`gateway.proxy.forward`); answer its failures
+        (502/504/413/...) while no response has started, else the connection is cut.
+        ``True`` when the connection may serve another request."""
+        runtime = self.app.proxy
+        if runtime is None:  # a Proxy decision implies a [proxy] table; be safe anyway
+            await self._send_simple(frontdoor.NOT_FOUND)
+            return True
+        peer = None if self.remote is None else str(self.remote.address)
+        client = forward.ClientSide(self.stream, self.conn, peer, self.secure, self.app.draining)
+        try:
+            return await forward.forward(client, request, decision, runtime)
+        except UpstreamError as exc:
+            log.warning(
+                "proxy %s %s -> %s: %s",
+                self.remote_text,
+                safe(request.target.decode("ascii", "replace")),
+                decision.upstream,
+                exc.detail,
+            )
+            await self._send_simple(Reject(exc.status, exc.detail, close=True))
+        except forward.Refused as exc:
+            await self._send_simple(exc.reject)
+        return False
 
     # -- upgrading ----------------------------------------------------------------------------
 
@@ -340,9 +375,14 @@ async def serve_connection(
     """One connection from accept to close: HTTP until it upgrades, then the WebSocket
     session.  The session runs from here, not inside the HTTP loop, so the h11 state and the
     request are freed for the connection's whole WebSocket life."""
-    handover = await HTTPConnection(app, stream, remote=remote, local=local, secure=secure).serve()
+    connection = HTTPConnection(app, stream, remote=remote, local=local, secure=secure)
+    handover = await connection.serve()
+    del connection
     if handover is not None:
-        await upgrade.run_session(app, handover)
+        # Hand the only reference over: this frame stays alive for the whole session.
+        box = [handover]
+        del handover
+        await upgrade.run_session(app, box)
 
 
 async def _abort(stream: trio.abc.Stream) -> None:
