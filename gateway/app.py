@@ -17,14 +17,17 @@ from pathlib import Path
 import trio
 
 from gateway.auth import Authenticator, CookieAuthenticator
-from gateway.config.schema import Config
+from gateway.auth_upstream import UpstreamAuthenticator
+from gateway.config.schema import Config, WebSocketConfig
 from gateway.core import cookies
 from gateway.core.decisions import MountRoute
 from gateway.core.frontdoor import HeadLimits, Policy
 from gateway.core.routing import Router, Template
+from gateway.core.upstream import ProxyRoutes, parse_upstream
 from gateway.errors import ConfigError, PluginLoadError
 from gateway.mount import Mount
 from gateway.plugins import LoadedPlugin, import_object, load
+from gateway.proxy.forward import ProxyRuntime
 
 # At shutdown, how long a connection accepted just before may still send its first request
 # (a handshake in flight then gets its 503 instead of a reset).
@@ -55,11 +58,14 @@ class App:
     idle_http: dict[trio.CancelScope, bool] = field(default_factory=dict)
     connections: int = 0
     idle: trio.Event = field(default_factory=trio.Event)
+    proxy: ProxyRuntime | None = None  # [proxy]: upstream pools; None when proxying is off
 
     @asynccontextmanager
     async def lifespans(self) -> AsyncIterator[None]:
         """Enter every class plugin's lifespan (in mount order), leave them in reverse."""
         async with AsyncExitStack() as stack:
+            if self.proxy is not None:
+                stack.push_async_callback(self.proxy.pools.aclose)  # left last: after serving
             for runtime in self.mounts.values():
                 instance = runtime.plugin.instance
                 if instance is not None:
@@ -97,13 +103,11 @@ def build(config: Config, environ: Mapping[str, str] | None = None) -> App:
     environ = os.environ if environ is None else environ
     _importable_from(config.source)
     keyring = None
-    if any(
-        m.websocket.auth != "none" and m.websocket.authenticator is None for m in config.plugins
-    ):
+    if any(_uses_cookie(m.websocket) for m in config.plugins):
         try:
             keyring = cookies.KeyRing.from_env(config.auth.secret_env, environ)
         except ValueError as exc:
-            users = [m.name for m in config.plugins if m.websocket.auth != "none"]
+            users = [m.name for m in config.plugins if _uses_cookie(m.websocket)]
             raise ConfigError(
                 "auth.secret_env", f"{exc} (needed for cookie auth by plugins.{users[0]})"
             ) from None
@@ -112,7 +116,7 @@ def build(config: Config, environ: Mapping[str, str] | None = None) -> App:
     for mc in config.plugins:
         mount = Mount(mc)
         plugin = load(mount)
-        authenticator = _authenticator(mc.name, mc.websocket.authenticator, keyring, config)
+        authenticator = _authenticator(mc.name, mc.websocket, keyring, config)
         mounts[mc.name] = MountRuntime(mount, plugin, authenticator)
         route = MountRoute(mc.name, mc.websocket.origins, mc.websocket.require_origin)
         routes.append((Template.parse(mc.path), route))
@@ -128,11 +132,22 @@ def build(config: Config, environ: Mapping[str, str] | None = None) -> App:
             max_headers=config.http.max_headers,
             max_head_bytes=config.http.max_head_bytes,
         ),
+        proxy=_proxy_routes(config),
     )
     static_root = Path(config.http.static_root) if config.http.static_root else None
     app = App(config, policy, mounts, static_root, keyring)
+    app.proxy = ProxyRuntime.build(config.proxy)
     app.idle.set()
     return app
+
+
+def _proxy_routes(config: Config) -> ProxyRoutes | None:
+    """The front door's view of ``[proxy]`` (validated by the loader), or ``None`` if off."""
+    proxy = config.proxy
+    if proxy.upstream is None and not proxy.routes:
+        return None
+    default = parse_upstream(proxy.upstream) if proxy.upstream is not None else None
+    return ProxyRoutes(((r.prefix, parse_upstream(r.upstream)) for r in proxy.routes), default)
 
 
 def _importable_from(source: str) -> None:
@@ -143,9 +158,23 @@ def _importable_from(source: str) -> None:
         sys.path.insert(0, folder)
 
 
+def _uses_cookie(ws: WebSocketConfig) -> bool:
+    """Whether a mount authenticates with the signed cookie (so the secret is needed)."""
+    return ws.auth in ("optional", "required") and ws.authenticator is None
+
+
 def _authenticator(
-    name: str, spec: str | None, keyring: cookies.KeyRing | None, config: Config
+    name: str, ws: WebSocketConfig, keyring: cookies.KeyRing | None, config: Config
 ) -> Authenticator | None:
+    if ws.auth == "upstream":
+        assert ws.auth_url is not None  # checked by gateway.config.load
+        return UpstreamAuthenticator(
+            ws.auth_url,
+            user_header=ws.auth_user_header,
+            cache_ttl=ws.auth_cache_ttl,
+            proto="https" if config.server.tls is not None else "http",
+        )
+    spec = ws.authenticator
     if spec is not None:
         obj = import_object(spec, f"plugins.{name}.authenticator")
         if not callable(obj):

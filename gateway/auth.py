@@ -1,11 +1,13 @@
 """Who is connecting: run a mount's authenticator at the handshake.
 
-A mount says ``auth = "none" | "optional" | "required"``.  Its authenticator is the signed
-cookie (:class:`CookieAuthenticator`, the default) or any callable named by
+A mount says ``auth = "none" | "optional" | "required" | "upstream"``.  Its authenticator is
+the signed cookie (:class:`CookieAuthenticator`, the default) or any callable named by
 ``authenticator = "module:callable"``: it receives the :class:`UpgradeRequest` and returns a
 principal (any object; it reaches the plugin as ``session.principal``), ``None`` for "nobody",
 or a :class:`Reject` to answer with; it may be ``async`` (e.g. to ask another service).
 ``required`` turns "nobody" into 401; ``optional`` lets it through with ``principal = None``.
+``upstream`` asks the legacy site (:mod:`gateway.auth_upstream`) and treats "nobody" as 401.
+A mode other than ``none`` without an authenticator refuses (fails closed) unless ``optional``.
 """
 
 from __future__ import annotations
@@ -56,13 +58,15 @@ async def authenticate(
     mode: str, authenticator: Authenticator | None, request: UpgradeRequest
 ) -> Any:
     """The principal for ``request`` under ``mode``, or the :class:`Reject` to send."""
-    if mode == "none" or authenticator is None:
+    if mode == "none":
         return None
+    if authenticator is None:
+        return None if mode == "optional" else UNAUTHORIZED
     result = authenticator(request)
     if inspect.isawaitable(result):
         result = await result
     if isinstance(result, Reject):
         return result
-    if result is None and mode == "required":
+    if result is None and mode != "optional":
         return UNAUTHORIZED
     return result

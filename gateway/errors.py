@@ -55,3 +55,23 @@ def is_sendable_close_code(code: int) -> bool:
     if 1000 <= code <= 1014:
         return code not in _RESERVED_NOT_SENDABLE
     return 3000 <= code <= 4999
+
+
+class UpstreamError(GatewayError):
+    """The legacy site behind the proxy failed: refused, unreachable, broken or malformed.
+
+    ``status`` is what the client is answered when nothing of the response was sent yet (RFC
+    9110 §15.6.3, 502); once a response has started, the client's connection is cut instead.
+    """
+
+    status = 502
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail  # fixed text, never input: it becomes the response body
+        super().__init__(detail)
+
+
+class UpstreamTimeout(UpstreamError):
+    """The upstream did not connect or answer in time (RFC 9110 §15.6.5, 504)."""
+
+    status = 504

@@ -16,7 +16,7 @@ from typing import Any
 
 from gateway.api import Handler, NoOptions, Plugin
 from gateway.config.validate import build
-from gateway.errors import PluginLoadError
+from gateway.errors import ConfigError, PluginLoadError
 from gateway.mount import Mount
 
 _DOTTED = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*")
@@ -67,6 +67,8 @@ def load(mount: Mount) -> LoadedPlugin:
         options = build(options_type, config.options, f"{where}.options")
         try:
             instance = obj(options, mount)
+        except ConfigError:
+            raise  # the plugin named the key path itself (e.g. plugins.NAME.options.url)
         except Exception as exc:
             raise PluginLoadError(
                 f"{where}.use", f"{obj.__name__}() failed: {type(exc).__name__}: {exc}"

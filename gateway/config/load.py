@@ -15,20 +15,24 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from gateway.auth_upstream import AuthURL
 from gateway.config.schema import (
     AuthConfig,
     Config,
     HttpConfig,
     MountConfig,
+    ProxyConfig,
     ServerConfig,
     WebSocketConfig,
 )
 from gateway.config.validate import build, describe
 from gateway.core import origin
 from gateway.core.routing import Template
+from gateway.core.upstream import parse_upstream
 from gateway.errors import ConfigError
+from gateway.proxy.headers import parse_networks
 
-_TABLES = {"server", "http", "auth", "websocket", "plugins"}
+_TABLES = {"server", "http", "auth", "websocket", "plugins", "proxy"}
 _MOUNT_KEYS = {"path", "use", "options"}
 _WS_KEYS = {f.name for f in dataclasses.fields(WebSocketConfig)}
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -81,7 +85,8 @@ def parse(
         build(WebSocketConfig, data.get("websocket", {}), "websocket"), "websocket"
     )
     mounts = _mounts(data.get("plugins", {}), websocket, http)
-    return Config(server, http, auth, websocket, mounts, source)
+    proxy = _proxy(build(ProxyConfig, data.get("proxy", {}), "proxy"))
+    return Config(server, http, auth, websocket, mounts, source, proxy=proxy)
 
 
 def parse_listen(address: str) -> tuple[str, int]:
@@ -98,6 +103,42 @@ def parse_listen(address: str) -> tuple[str, int]:
     if not re.fullmatch(r"[A-Za-z0-9.\-:]+", host):
         raise ValueError(f"invalid host {host!r}")
     return host, int(port)
+
+
+def _proxy(proxy: ProxyConfig) -> ProxyConfig:
+    """Upstreams are ``http://host:port[/]``; route prefixes are distinct absolute paths;
+    trusted proxies are IP addresses or CIDR networks; timeouts are positive."""
+    for key in ("connect_timeout", "read_timeout"):
+        if getattr(proxy, key) <= 0:
+            raise ConfigError(f"proxy.{key}", "must be > 0")
+    if proxy.upstream is not None:
+        _upstream(proxy.upstream, "proxy.upstream")
+    seen: dict[str, int] = {}
+    for i, route in enumerate(proxy.routes):
+        where = f"proxy.routes[{i}]"
+        if not route.prefix.startswith("/") or any(c in route.prefix for c in "?# "):
+            raise ConfigError(
+                f"{where}.prefix", f"must be a URL path starting with '/': {route.prefix!r}"
+            )
+        if route.prefix in seen:
+            raise ConfigError(
+                f"{where}.prefix", f"{route.prefix!r} repeats proxy.routes[{seen[route.prefix]}]"
+            )
+        seen[route.prefix] = i
+        _upstream(route.upstream, f"{where}.upstream")
+    for i, value in enumerate(proxy.trusted_proxies):
+        try:
+            parse_networks([value])
+        except ValueError as exc:
+            raise ConfigError(f"proxy.trusted_proxies[{i}]", str(exc)) from None
+    return proxy
+
+
+def _upstream(url: str, key: str) -> None:
+    try:
+        parse_upstream(url)
+    except ValueError as exc:
+        raise ConfigError(key, str(exc)) from None
 
 
 def _existing_file(base_dir: Path, name: str, key: str) -> str:
@@ -122,6 +163,7 @@ def _http(http: HttpConfig, base_dir: Path) -> HttpConfig:
 
 
 def _websocket(ws: WebSocketConfig, where: str) -> WebSocketConfig:
+    _upstream_auth(ws, where)
     if ws.origins is None:
         return ws
     normalized = []
@@ -141,6 +183,28 @@ def _websocket(ws: WebSocketConfig, where: str) -> WebSocketConfig:
             "'*' is not allowed on a mount with auth: any site could use the visitor's cookie",
         )
     return dataclasses.replace(ws, origins=tuple(normalized))
+
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 §5.6.2: a header name
+
+
+def _upstream_auth(ws: WebSocketConfig, where: str) -> None:
+    """``auth = "upstream"`` needs an absolute ``http://`` ``auth_url`` and no custom
+    authenticator; ``auth_user_header`` must be a header name."""
+    if ws.auth_url is not None:
+        try:
+            AuthURL.parse(ws.auth_url)
+        except ValueError as exc:
+            raise ConfigError(f"{where}.auth_url", str(exc)) from None
+    if not _TOKEN.fullmatch(ws.auth_user_header):
+        raise ConfigError(
+            f"{where}.auth_user_header", f"not a header name: {ws.auth_user_header!r}"
+        )
+    if ws.auth == "upstream":
+        if ws.auth_url is None:
+            raise ConfigError(f"{where}.auth_url", "required with auth = 'upstream'")
+        if ws.authenticator is not None:
+            raise ConfigError(f"{where}.authenticator", "cannot be combined with auth = 'upstream'")
 
 
 def _mounts(table: object, defaults: WebSocketConfig, http: HttpConfig) -> tuple[MountConfig, ...]:

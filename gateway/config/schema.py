@@ -53,7 +53,7 @@ class AuthConfig:
     max_age: float = field(default=86_400.0, metadata={"min": 1})
 
 
-AuthMode = Literal["none", "optional", "required"]
+AuthMode = Literal["none", "optional", "required", "upstream"]
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,9 @@ class WebSocketConfig:
     compression: Literal["none", "deflate"] = "none"  # permessage-deflate, opt-in
     auth: AuthMode = "none"
     authenticator: str | None = None  # "module:callable"; default: the signed cookie
+    auth_url: str | None = None  # auth = "upstream": the legacy site's "who is this?" URL
+    auth_user_header: str = "X-User"  # its response header naming the user (else JSON "user")
+    auth_cache_ttl: float = field(default=0.0, metadata={"min": 0})  # 0: ask every time
     max_message_size: int = field(default=1 * MiB, metadata={"min": 1})
     max_fragments: int = field(default=1024, metadata={"min": 1})
     max_frame_rate: float = field(default=1000.0, metadata={"min": 0})  # 0: no limit
@@ -90,6 +93,29 @@ class MountConfig:
 
 
 @dataclass(frozen=True)
+class ProxyRoute:
+    """One ``[[proxy.routes]]`` entry: requests whose path starts with ``prefix`` (segment-wise)
+    go to ``upstream``."""
+
+    prefix: str
+    upstream: str
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """``[proxy]``: the legacy HTTP site behind the gateway (nginx's ``proxy_pass``)."""
+
+    upstream: str | None = None  # "http://host:port"; None (and no routes): proxying is off
+    connect_timeout: float = field(default=5.0, metadata={"min": 0})
+    read_timeout: float = field(default=60.0, metadata={"min": 0})
+    max_body_size: int = field(default=1 * MiB, metadata={"min": 0})
+    pool_size: int = field(default=10, metadata={"min": 0})  # idle keep-alive per upstream
+    trusted_proxies: tuple[str, ...] = ()  # IPs/CIDRs whose X-Forwarded-For is extended
+    preserve_host: bool = True
+    routes: tuple[ProxyRoute, ...] = ()
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = ServerConfig()
     http: HttpConfig = HttpConfig()
@@ -97,3 +123,4 @@ class Config:
     websocket: WebSocketConfig = WebSocketConfig()
     plugins: tuple[MountConfig, ...] = ()
     source: str = "<defaults>"  # the file it came from, for messages
+    proxy: ProxyConfig = ProxyConfig()

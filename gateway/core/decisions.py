@@ -8,22 +8,49 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from gateway.core.upstream import Upstream
+
 # RFC 9110 §15 reason phrases.  Responses only ever use this table: a reason phrase built from
 # input would be a response-splitting hole (h11 does not validate the phrases it sends).
 REASONS: dict[int, bytes] = {
+    100: b"Continue",
     101: b"Switching Protocols",
     200: b"OK",
+    201: b"Created",
+    202: b"Accepted",
+    203: b"Non-Authoritative Information",
     204: b"No Content",
+    205: b"Reset Content",
+    206: b"Partial Content",
+    300: b"Multiple Choices",
+    301: b"Moved Permanently",
+    302: b"Found",
+    303: b"See Other",
     304: b"Not Modified",
+    307: b"Temporary Redirect",
+    308: b"Permanent Redirect",
     400: b"Bad Request",
     401: b"Unauthorized",
+    402: b"Payment Required",
     403: b"Forbidden",
     404: b"Not Found",
     405: b"Method Not Allowed",
+    406: b"Not Acceptable",
+    407: b"Proxy Authentication Required",
     408: b"Request Timeout",
+    409: b"Conflict",
+    410: b"Gone",
+    411: b"Length Required",
+    412: b"Precondition Failed",
     413: b"Content Too Large",
     414: b"URI Too Long",
+    415: b"Unsupported Media Type",
+    416: b"Range Not Satisfiable",
+    417: b"Expectation Failed",
+    421: b"Misdirected Request",
+    422: b"Unprocessable Content",
     426: b"Upgrade Required",
+    428: b"Precondition Required",
     429: b"Too Many Requests",
     431: b"Request Header Fields Too Large",
     500: b"Internal Server Error",
@@ -31,6 +58,7 @@ REASONS: dict[int, bytes] = {
     502: b"Bad Gateway",
     503: b"Service Unavailable",
     504: b"Gateway Timeout",
+    505: b"HTTP Version Not Supported",
 }
 
 
@@ -60,10 +88,24 @@ class Health:
 
 
 @dataclass(frozen=True)
+class Proxy:
+    """Forward the request to the legacy site at ``upstream`` (``[proxy]``), streaming both
+    ways; ``path`` is the raw URL path that chose the upstream."""
+
+    upstream: Upstream
+    path: str
+
+
+@dataclass(frozen=True)
 class Static:
-    """Serve the static file behind this (raw, undecoded) URL path."""
+    """Serve the static file behind this (raw, undecoded) URL path.
+
+    ``fallback``: when a static root and a proxy are both configured, a file that does not
+    exist is not a 404 but proxied (the shell carries that out: only it can look at files).
+    """
 
     path: str
+    fallback: Proxy | None = None
 
 
 @dataclass(frozen=True)
@@ -105,4 +147,4 @@ class Upgrade:
     cookies: tuple[str, ...] = field(default=())
 
 
-Decision = Reject | Health | Static | Destroy | Upgrade
+Decision = Reject | Health | Static | Proxy | Destroy | Upgrade

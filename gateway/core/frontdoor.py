@@ -12,7 +12,10 @@ in the README ("How a request is answered"):
    known -> handshake validation (400/405/426) -> Origin (403) -> :class:`Upgrade`;
 4. the health and readiness paths -> :class:`Health`;
 5. a WebSocket path asked for without the upgrade -> 426 with ``Upgrade: websocket``;
-6. static files (GET/HEAD) -> :class:`Static`, other methods -> 405; no static root -> 404.
+6. static files (GET/HEAD) -> :class:`Static`, other methods -> 405; no static root -> 404;
+   with a proxy (``[proxy]``): anything else goes to the upstream its path routes to
+   (:class:`Proxy`), and a GET/HEAD that finds no static file falls back to it
+   (``Static.fallback``).  Upgrades for unknown paths are never proxied (row 3).
 """
 
 from __future__ import annotations
@@ -24,8 +27,18 @@ import h11
 
 from gateway.core import handshake, origin
 from gateway.core import headers as hdr
-from gateway.core.decisions import Decision, Destroy, Health, MountRoute, Reject, Static, Upgrade
+from gateway.core.decisions import (
+    Decision,
+    Destroy,
+    Health,
+    MountRoute,
+    Proxy,
+    Reject,
+    Static,
+    Upgrade,
+)
 from gateway.core.routing import Router
+from gateway.core.upstream import ProxyRoutes
 
 
 @dataclass(frozen=True)
@@ -49,6 +62,7 @@ class Policy:
     static: bool = False
     unknown_path: Literal["destroy", "404"] = "destroy"
     limits: HeadLimits = HeadLimits()
+    proxy: ProxyRoutes | None = None  # None: no [proxy], unserved paths are 404
 
 
 NOT_FOUND = Reject(404, "not found")
@@ -79,11 +93,13 @@ def classify(request: h11.Request, policy: Policy, *, secure: bool = False) -> D
             "this path is a WebSocket endpoint",
             (("Upgrade", "websocket"), ("Connection", "Upgrade")),
         )
+    upstream = policy.proxy.match(path) if policy.proxy is not None else None
+    proxy = Proxy(upstream, path) if upstream is not None else None
     if not policy.static:
-        return NOT_FOUND
+        return proxy or NOT_FOUND
     if request.method not in (b"GET", b"HEAD"):
-        return Reject(405, "method not allowed", (("Allow", "GET, HEAD"),))
-    return Static(path)
+        return proxy or Reject(405, "method not allowed", (("Allow", "GET, HEAD"),))
+    return Static(path, fallback=proxy)
 
 
 def check_head(request: h11.Request, limits: HeadLimits) -> Reject | None:

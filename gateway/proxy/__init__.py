@@ -1,0 +1,1 @@
+"""The legacy-site reverse proxy: pure header rules and the trio forwarding shell."""

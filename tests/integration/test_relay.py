@@ -1,0 +1,144 @@
+"""plugins.relay:Relay through gateway.testing, to the legacy site's real /ws/echo (uvicorn)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import trio
+
+from gateway.errors import ConfigError
+from gateway.testing import serve
+from tests.integration.conftest import wait_until
+from tests.integration.legacy import LegacyServer, free_port, run_legacy_site
+
+RELAY = "plugins.relay:Relay"
+
+
+@pytest.fixture(scope="module")
+def legacy() -> Iterator[LegacyServer]:
+    with run_legacy_site() as server:
+        yield server
+
+
+async def test_messages_are_relayed_both_ways_keeping_their_type(legacy: LegacyServer) -> None:
+    async with (
+        serve(RELAY, "/relay", options={"url": legacy.ws_url}) as gw,
+        gw.connect("/relay") as ws,
+    ):
+        hello = await ws.receive_json()
+        assert hello["hello"] == "legacy"
+        assert hello["forwarded_for"] == "127.0.0.1"
+        await ws.send_message("text stays text")
+        assert await ws.get_message() == "text stays text"
+        await ws.send_message(b"\x00binary\xff")
+        assert await ws.get_message() == b"\x00binary\xff"
+        big = "x" * 200_000
+        await ws.send_message(big)
+        assert await ws.get_message() == big
+
+
+async def test_upstream_close_code_reaches_the_client(legacy: LegacyServer) -> None:
+    async with (
+        serve(RELAY, "/relay", options={"url": legacy.ws_url}) as gw,
+        gw.connect("/relay") as ws,
+    ):
+        await ws.get_message()  # hello
+        await ws.send_message("close 4001 upstream says bye")
+        closed = await ws.wait_closed()
+        assert (closed.code, closed.reason) == (4001, "upstream says bye")
+
+
+async def test_client_close_code_reaches_the_upstream(legacy: LegacyServer) -> None:
+    before = len(legacy.site.ws_closes)
+    async with serve(RELAY, "/relay", options={"url": legacy.ws_url}) as gw:
+        async with gw.connect("/relay") as ws:
+            await ws.get_message()  # hello
+            await ws.aclose(4002, "client says bye")
+        await wait_until(lambda: len(legacy.site.ws_closes) > before, "the upstream saw a close")
+    assert legacy.site.ws_closes[-1] == 4002
+
+
+@pytest.mark.parametrize("forward", [False, True])
+async def test_cookie_and_origin_are_forwarded_only_when_asked(
+    legacy: LegacyServer, forward: bool
+) -> None:
+    options = {"url": legacy.ws_url, "forward_cookies": forward, "forward_origin": forward}
+    headers = {"Cookie": "legacy_session=abc; theme=dark", "Origin": "http://gateway.test"}
+    async with (
+        serve(RELAY, "/relay", options=options) as gw,
+        gw.connect("/relay", headers=headers) as ws,
+    ):
+        hello = await ws.receive_json()
+    if forward:
+        assert hello["cookie"] == "legacy_session=abc; theme=dark"
+        assert hello["origin"] == "http://gateway.test"
+    else:
+        assert hello["cookie"] is None
+        assert hello["origin"] is None
+
+
+async def test_the_subprotocol_is_the_same_on_both_legs(legacy: LegacyServer) -> None:
+    settings = {"subprotocols": ["legacy.v1"]}
+    async with serve(RELAY, "/relay", options={"url": legacy.ws_url}, websocket=settings) as gw:
+        async with gw.connect("/relay", subprotocols=("other", "legacy.v1")) as ws:
+            assert ws.subprotocol == "legacy.v1"
+            assert (await ws.receive_json())["subprotocol"] == "legacy.v1"
+        async with gw.connect("/relay") as ws:  # offered none: none on both legs
+            assert ws.subprotocol is None
+            assert (await ws.receive_json())["subprotocol"] is None
+
+
+async def test_an_upstream_that_refuses_the_subprotocol_closes_the_client_1011(
+    legacy: LegacyServer,
+) -> None:
+    settings = {"subprotocols": ["chat.v2"]}
+    async with (
+        serve(RELAY, "/relay", options={"url": legacy.ws_url}, websocket=settings) as gw,
+        gw.connect("/relay", subprotocols=("chat.v2",)) as ws,
+    ):
+        assert ws.subprotocol == "chat.v2"
+        closed = await ws.wait_closed()
+    assert (closed.code, closed.reason) == (1011, "upstream refused subprotocol")
+
+
+@pytest.mark.parametrize("where", ["unreachable", "refused"])
+async def test_a_failing_upstream_closes_the_client_1011(legacy: LegacyServer, where: str) -> None:
+    url = {
+        "unreachable": f"ws://127.0.0.1:{free_port()}/ws/echo",
+        "refused": f"ws://127.0.0.1:{legacy.port}/ws/nope",  # the site refuses the handshake
+    }[where]
+    async with serve(RELAY, "/relay", options={"url": url}) as gw, gw.connect("/relay") as ws:
+        closed = await ws.wait_closed()
+    assert (closed.code, closed.reason) == (1011, "bad gateway")
+
+
+async def test_a_silent_upstream_closes_the_client_1011_after_connect_timeout() -> None:
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(trio.serve_tcp, _silent, 0)
+        port = listeners[0].socket.getsockname()[1]
+        options: dict[str, Any] = {"url": f"ws://127.0.0.1:{port}/", "connect_timeout": 0.2}
+        async with serve(RELAY, "/relay", options=options) as gw, gw.connect("/relay") as ws:
+            closed = await ws.wait_closed()
+        assert (closed.code, closed.reason) == (1011, "bad gateway")
+        nursery.cancel_scope.cancel()
+
+
+async def _silent(stream: trio.SocketStream) -> None:
+    await trio.sleep_forever()
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1/ws", "ws://", "ws://host:99999/"])
+async def test_the_url_option_is_checked_with_its_key_path(url: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        async with serve(RELAY, "/relay", options={"url": url}):
+            pass
+    assert info.value.path == "plugins.test.options.url"
+
+
+async def test_the_url_option_is_required() -> None:
+    with pytest.raises(ConfigError) as info:
+        async with serve(RELAY, "/relay"):
+            pass
+    assert info.value.path == "plugins.test.options.url"

@@ -1,0 +1,232 @@
+"""The proxy's header rules (gateway/proxy/headers.py), one table row per rule."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from gateway.proxy.headers import (
+    Client,
+    is_trusted,
+    parse_networks,
+    request_framing,
+    request_headers,
+    response_headers,
+    strip_hop_by_hop,
+)
+
+H = list[tuple[bytes, bytes]]
+PEER = Client("198.51.100.9")
+TRUSTED = Client("10.0.0.2", trusted=True)
+
+
+def req(
+    headers: H, client: Client = PEER, *, preserve_host: bool = True, version: bytes = b"1.1"
+) -> H:
+    return request_headers(
+        [(b"host", b"site.example"), *headers],
+        client,
+        http_version=version,
+        upstream_authority="127.0.0.1:9000",
+        preserve_host=preserve_host,
+    )
+
+
+def get(headers: H, name: bytes) -> list[bytes]:
+    return [v for n, v in headers if n == name]
+
+
+HOP = [
+    b"connection",
+    b"keep-alive",
+    b"proxy-connection",
+    b"te",
+    b"trailer",
+    b"transfer-encoding",
+    b"upgrade",
+    b"proxy-authenticate",
+    b"proxy-authorization",
+]
+
+
+@pytest.mark.parametrize("name", HOP)
+def test_hop_by_hop_fields_are_stripped_both_ways(name: bytes) -> None:
+    headers = [(name, b"x"), (b"x-kept", b"1")]
+    assert strip_hop_by_hop(headers) == [(b"x-kept", b"1")]
+    assert name not in [n for n, _ in req(headers)] or name == b"transfer-encoding"
+    assert name not in [n for n, _ in response_headers(headers, http_version=b"1.1", date=b"D")]
+
+
+@pytest.mark.parametrize(
+    ("connection", "gone", "kept"),
+    [
+        (b"X-A", [b"x-a"], [b"x-b"]),
+        (b"close, X-A , x-b", [b"x-a", b"x-b"], []),
+        (b"keep-alive,,X-B", [b"x-b"], [b"x-a"]),
+    ],
+)
+def test_fields_named_in_connection_are_stripped(
+    connection: bytes, gone: list[bytes], kept: list[bytes]
+) -> None:
+    headers = [(b"connection", connection), (b"x-a", b"1"), (b"x-b", b"2")]
+    for out in (req(headers), response_headers(headers, http_version=b"1.1", date=b"D")):
+        names = [n for n, _ in out]
+        assert all(g not in names for g in gone)
+        assert all(k in names for k in kept)
+
+
+@pytest.mark.parametrize(
+    "name", [b"host", b"content-length", b"x-forwarded-for", b"x-forwarded-proto", b"via"]
+)
+def test_connection_cannot_remove_the_fields_the_proxy_writes(name: bytes) -> None:
+    out = req([(b"connection", name), (b"content-length", b"3")])
+    assert get(out, name), name
+
+
+def test_names_with_underscores_are_dropped_from_requests() -> None:
+    out = req([(b"x_forwarded_for", b"6.6.6.6"), (b"x-ok", b"1"), (b"a_b", b"2")])
+    assert [n for n, _ in out if b"_" in n] == []
+    assert get(out, b"x-ok") == [b"1"]
+
+
+@pytest.mark.parametrize(
+    ("client", "sent", "expected"),
+    [
+        (PEER, [], [b"198.51.100.9"]),
+        (PEER, [b"1.2.3.4"], [b"198.51.100.9"]),  # spoofed by an untrusted peer: overwritten
+        (TRUSTED, [b"1.2.3.4"], [b"1.2.3.4, 10.0.0.2"]),
+        (TRUSTED, [b"1.2.3.4", b"5.6.7.8"], [b"1.2.3.4, 5.6.7.8, 10.0.0.2"]),
+        (TRUSTED, [], [b"10.0.0.2"]),
+        (Client(None), [b"1.2.3.4"], []),  # unknown peer, untrusted: nothing to say
+    ],
+)
+def test_x_forwarded_for(client: Client, sent: list[bytes], expected: list[bytes]) -> None:
+    out = req([(b"x-forwarded-for", v) for v in sent], client)
+    assert get(out, b"x-forwarded-for") == expected
+
+
+@pytest.mark.parametrize(
+    ("client", "sent", "expected"),
+    [
+        (PEER, None, b"http"),
+        (Client("1.1.1.1", secure=True), None, b"https"),
+        (PEER, b"https", b"http"),  # untrusted: ours
+        (TRUSTED, b"https", b"https"),  # a trusted TLS terminator in front
+        (TRUSTED, b"gopher", b"http"),  # nonsense is replaced
+    ],
+)
+def test_x_forwarded_proto(client: Client, sent: bytes | None, expected: bytes) -> None:
+    headers = [] if sent is None else [(b"x-forwarded-proto", sent)]
+    assert get(req(headers, client), b"x-forwarded-proto") == [expected]
+
+
+@pytest.mark.parametrize(
+    ("client", "expected"), [(PEER, [b"site.example"]), (TRUSTED, [b"front.example"])]
+)
+def test_x_forwarded_host(client: Client, expected: list[bytes]) -> None:
+    out = req([(b"x-forwarded-host", b"front.example")], client)
+    assert get(out, b"x-forwarded-host") == expected
+
+
+@pytest.mark.parametrize(("client", "kept"), [(PEER, False), (TRUSTED, True)])
+def test_forwarded_survives_only_from_a_trusted_proxy(client: Client, kept: bool) -> None:
+    assert bool(get(req([(b"forwarded", b"for=1.2.3.4")], client), b"forwarded")) is kept
+
+
+@pytest.mark.parametrize(
+    ("preserve", "expected"), [(True, b"site.example"), (False, b"127.0.0.1:9000")]
+)
+def test_host_is_first_and_preserved_or_replaced(preserve: bool, expected: bytes) -> None:
+    out = req([(b"x-a", b"1")], preserve_host=preserve)
+    assert out[0] == (b"host", expected)
+    assert len(get(out, b"host")) == 1
+
+
+def test_an_http_1_0_request_without_host_gets_the_upstreams() -> None:
+    out = request_headers(
+        [], PEER, http_version=b"1.0", upstream_authority="up:1", preserve_host=True
+    )
+    assert out[0] == (b"host", b"up:1")
+    assert get(out, b"via") == [b"1.0 gateway"]
+    assert get(out, b"x-forwarded-host") == []
+
+
+@pytest.mark.parametrize(
+    ("sent", "expected"),
+    [
+        ([], b"1.1 gateway"),
+        ([b"1.0 fred"], b"1.0 fred, 1.1 gateway"),
+        ([b"a", b"b"], b"a, b, 1.1 gateway"),
+    ],
+)
+def test_via_is_appended(sent: list[bytes], expected: bytes) -> None:
+    assert get(req([(b"via", v) for v in sent]), b"via") == [expected]
+
+
+@pytest.mark.parametrize(
+    ("headers", "length", "framing"),
+    [
+        ([], None, []),
+        ([(b"content-length", b"12")], 12, [(b"content-length", b"12")]),
+        ([(b"content-length", b"0")], 0, [(b"content-length", b"0")]),
+        ([(b"transfer-encoding", b"chunked")], None, [(b"transfer-encoding", b"chunked")]),
+    ],
+)
+def test_request_framing_is_regenerated(headers: H, length: int | None, framing: H) -> None:
+    assert request_framing(headers) == length
+    out = req(headers)
+    assert [(n, v) for n, v in out if n in (b"content-length", b"transfer-encoding")] == framing
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected_length"),
+    [
+        ([(b"content-length", b"5")], [b"5"]),
+        ([(b"transfer-encoding", b"chunked"), (b"content-length", b"5")], []),  # TE wins
+        ([], []),
+    ],
+)
+def test_response_framing(headers: H, expected_length: list[bytes]) -> None:
+    out = response_headers(headers, http_version=b"1.1", date=b"D")
+    assert get(out, b"content-length") == expected_length
+    assert get(out, b"transfer-encoding") == []
+
+
+def test_response_gets_date_when_missing_and_via() -> None:
+    out = response_headers([(b"via", b"1.0 x")], http_version=b"1.0", date=b"NOW")
+    assert get(out, b"date") == [b"NOW"]
+    assert get(out, b"via") == [b"1.0 x, 1.0 gateway"]
+    kept = response_headers([(b"date", b"THEN")], http_version=b"1.1", date=b"NOW")
+    assert get(kept, b"date") == [b"THEN"]
+
+
+@pytest.mark.parametrize(
+    ("peer", "networks", "trusted"),
+    [
+        ("10.1.2.3", ["10.0.0.0/8"], True),
+        ("11.1.2.3", ["10.0.0.0/8"], False),
+        ("127.0.0.1", ["127.0.0.1"], True),
+        ("::1", ["::1"], True),
+        ("::ffff:10.0.0.1", ["10.0.0.0/8"], True),  # IPv4-mapped
+        ("2001:db8::1", ["10.0.0.0/8"], False),
+        (None, ["0.0.0.0/0"], False),
+        ("not-an-ip", ["0.0.0.0/0"], False),
+        ("10.0.0.1", [], False),
+    ],
+)
+def test_is_trusted(peer: str | None, networks: list[str], trusted: bool) -> None:
+    assert is_trusted(peer, parse_networks(networks)) is trusted
+
+
+@pytest.mark.parametrize("bad", ["10.0.0.1/8", "10.0.0.0/33", "nope", "", "10.0.0.0/8 "])
+def test_parse_networks_refuses(bad: str) -> None:
+    with pytest.raises(ValueError, match="CIDR"):
+        parse_networks([bad])
+
+
+def test_parse_networks_accepts_addresses_and_networks() -> None:
+    assert parse_networks(["10.0.0.0/8", "::1"]) == (
+        ipaddress.ip_network("10.0.0.0/8"),
+        ipaddress.ip_network("::1/128"),
+    )
