@@ -1,0 +1,183 @@
+"""Proxy benchmark: a small page from the legacy site, directly and through the gateway.
+
+    .venv/bin/python bench/proxy.py [--duration 10] [--connections 20]
+
+Starts the example legacy site (``examples/legacy/app.py`` under uvicorn) and a gateway that
+fronts it (``[proxy] upstream``), each pinned to CPU 0 with ``taskset`` when available, then
+runs ``wrk`` (Debian's package; pinned to CPU 1) against ``GET /form`` on each, in the same run,
+and prints requests/s for both and their ratio, with the CPU each server used.  Through the
+gateway a request costs the gateway's work *plus* the site's, so the ratio shows what fronting
+costs end to end; "gateway CPU per request" isolates the gateway's share.  Installs nothing:
+if ``wrk`` is missing it says how to get it (``apt-get install wrk``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PAGE = "/form"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def pinned(cpu: int, argv: list[str]) -> list[str]:
+    return ["taskset", "-c", str(cpu), *argv] if shutil.which("taskset") else argv
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_http(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(f"GET {PAGE} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+                if s.recv(12).startswith(b"HTTP/1.1 200"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"nothing answered 200 on port {port} within {timeout} s")
+
+
+def start(argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    # Drain stderr so a chatty server never blocks on a full pipe.
+    threading.Thread(target=lambda: proc.stderr and proc.stderr.read(), daemon=True).start()
+    return proc
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def wrk(port: int, duration: float, connections: int, pids: list[int]) -> tuple[float, list[float]]:
+    """Requests/s, and the CPU seconds each pid used during the run."""
+    before = [cpu_seconds(p) for p in pids]
+    out = subprocess.run(
+        pinned(
+            1,
+            [
+                "wrk",
+                "-t1",
+                f"-c{connections}",
+                f"-d{max(1, round(duration))}s",
+                f"http://127.0.0.1:{port}{PAGE}",
+            ],
+        ),
+        capture_output=True,
+        text=True,
+        timeout=duration + 60,
+        check=True,
+    ).stdout
+    used = [cpu_seconds(p) - b for p, b in zip(pids, before, strict=True)]
+    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: .*", out)
+    if match is None:
+        raise SystemExit(f"could not read wrk's output:\n{out}")
+    if errors:
+        print(f"warning: {errors.group(0)}", file=sys.stderr)
+    return float(match.group(1)), used
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--connections", type=int, default=20)
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is not installed: apt-get install wrk")
+    site_port, gw_port = free_port(), free_port()
+    site = start(
+        pinned(
+            0,
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "examples.legacy.app:app",
+                "--port",
+                str(site_port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+        )
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "proxy-bench.toml"
+        config.write_text(
+            f'[server]\nlisten = ["127.0.0.1:{gw_port}"]\n'
+            f'[proxy]\nupstream = "http://127.0.0.1:{site_port}"\n'
+        )
+        gateway = start(
+            pinned(
+                0,
+                [
+                    sys.executable,
+                    "-m",
+                    "gateway",
+                    "serve",
+                    "--config",
+                    str(config),
+                    "--log-level",
+                    "WARNING",
+                ],
+            )
+        )
+        try:
+            wait_http(site_port)
+            wait_http(gw_port)
+            direct, (site_cpu_direct,) = wrk(site_port, args.duration, args.connections, [site.pid])
+            proxied, (site_cpu, gw_cpu) = wrk(
+                gw_port, args.duration, args.connections, [site.pid, gateway.pid]
+            )
+        finally:
+            stop(gateway)
+            stop(site)
+    print(
+        f"GET {PAGE}, {args.connections} connections, {args.duration:.0f} s each "
+        f"(servers on CPU 0, wrk on CPU 1)"
+    )
+    print(f"{'':24} {'requests/s':>12} {'site CPU':>9} {'gateway CPU':>12}")
+    print(f"{'legacy site directly':24} {direct:12,.0f} {site_cpu_direct / args.duration:9.0%}")
+    print(
+        f"{'through the gateway':24} {proxied:12,.0f} {site_cpu / args.duration:9.0%} "
+        f"{gw_cpu / args.duration:12.0%}"
+    )
+    print(f"ratio (gateway / direct): {proxied / direct:.2f}")
+    per_request = gw_cpu / max(proxied * args.duration, 1) * 1e6
+    print(f"gateway CPU per proxied request: {per_request:.0f} µs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
