@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import struct
 import zlib
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -19,6 +20,7 @@ from gateway.ws.parser import (
     Ping,
     Pong,
     ProtocolError,
+    _unmask_int,
     unmask,
 )
 from tests.ws.peer import masked_frame
@@ -216,11 +218,12 @@ def test_frame_rate_bucket() -> None:
     assert info.value.code == 1008
 
 
-def test_unmask_matches_a_byte_loop() -> None:
+@pytest.mark.parametrize("function", [unmask, _unmask_int], ids=["used", "pure-python"])
+def test_unmask_matches_a_byte_loop(function: Callable[[bytes, bytes], bytes]) -> None:
     mask = b"\x01\x02\x03\x04"
     for n in (0, 1, 3, 4, 5, 125, 1000):
         payload = os.urandom(n)
-        assert unmask(payload, mask) == bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        assert function(payload, mask) == bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
 def deflate(data: bytes) -> bytes:
