@@ -36,6 +36,7 @@ from typing import IO, Any, Protocol
 
 import pytest
 import trio
+import trio_websocket
 
 from gateway.app import App, build
 from gateway.config.load import parse
@@ -166,26 +167,61 @@ def start_gateway(nursery: trio.Nursery) -> GatewayFactory:
         *,
         environ: Mapping[str, str] | None = None,
     ) -> AsyncIterator[Running]:
-        app = build(parse(config_data(changes), base_dir=REPO), environ=environ or {})
-        listeners = await open_listeners(["127.0.0.1:0"])
-        shutdown = trio.Event()
-        stopped = trio.Event()
-
-        async def run(*, task_status: trio.TaskStatus[list[str]]) -> None:
-            try:
-                await serve(app, listeners, shutdown, task_status=task_status)
-            finally:
-                stopped.set()
-
-        urls: list[str] = await nursery.start(run)
+        served = await serve_with_shutdown(nursery, changes, environ=environ)
         try:
-            yield Running(urls[0], app)
+            yield served.running
         finally:
-            shutdown.set()
+            served.shutdown.set()
             with trio.fail_after(STOP_TIMEOUT):
-                await stopped.wait()
+                await served.stopped.wait()
 
     return start
+
+
+@dataclass
+class Served:
+    running: Running
+    shutdown: trio.Event
+    stopped: trio.Event
+
+
+async def serve_with_shutdown(
+    nursery: trio.Nursery,
+    changes: Mapping[str, object] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> Served:
+    """Run a gateway (``config_data(changes)``) in ``nursery``; the caller holds the
+    shutdown event (``start_gateway`` sets it when its block ends)."""
+    app = build(parse(config_data(changes), base_dir=REPO), environ=environ or {})
+    listeners = await open_listeners(["127.0.0.1:0"])
+    shutdown = trio.Event()
+    stopped = trio.Event()
+
+    async def run(*, task_status: trio.TaskStatus[list[str]]) -> None:
+        try:
+            await serve(app, listeners, shutdown, task_status=task_status)
+        finally:
+            stopped.set()
+
+    urls: list[str] = await nursery.start(run)
+    return Served(Running(urls[0], app), shutdown, stopped)
+
+
+@asynccontextmanager
+async def ws_client(
+    running: Running, path: str
+) -> AsyncIterator[trio_websocket.WebSocketConnection]:
+    """A trio-websocket client that never leaks its socket."""
+    async with trio_websocket.open_websocket_url(
+        running.ws_url(path), connect_timeout=TIMEOUT, disconnect_timeout=TIMEOUT
+    ) as ws:
+        try:
+            yield ws
+        finally:
+            if ws.closed is not None:
+                # trio-websocket 0.12.2 leaks its socket when the server closed first.
+                await ws._stream.aclose()
 
 
 async def wait_until(predicate: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:

@@ -9,9 +9,8 @@ import re
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import IO
 
@@ -19,9 +18,6 @@ import pytest
 import trio
 import trio_websocket
 
-from gateway.app import build
-from gateway.config.load import parse
-from gateway.server import open_listeners, serve
 from tests.integration.conftest import (
     LISTENING,
     OP_CLOSE,
@@ -31,33 +27,19 @@ from tests.integration.conftest import (
     TIMEOUT,
     GatewayFactory,
     RawClient,
-    Running,
     config_data,
     expected_accept,
     new_key,
     raw_connection,
     request,
+    serve_with_shutdown,
     upgrade_headers,
     wait_until,
     write_config,
+    ws_client,
 )
 
 # --------------------------------------------------------------------------- helpers
-
-
-@asynccontextmanager
-async def ws_client(
-    running: Running, path: str
-) -> AsyncIterator[trio_websocket.WebSocketConnection]:
-    async with trio_websocket.open_websocket_url(
-        running.ws_url(path), connect_timeout=TIMEOUT, disconnect_timeout=TIMEOUT
-    ) as ws:
-        try:
-            yield ws
-        finally:
-            if ws.closed is not None:
-                # trio-websocket 0.12.2 leaks its socket when the server closed first.
-                await ws._stream.aclose()
 
 
 async def handshake(client: RawClient, path: str) -> None:
@@ -280,32 +262,6 @@ async def test_accept_loop_survives_emfile(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- shutdown
-
-
-@dataclass
-class Served:
-    running: Running
-    shutdown: trio.Event
-    stopped: trio.Event
-
-
-async def serve_with_shutdown(
-    nursery: trio.Nursery, changes: Mapping[str, object] | None = None
-) -> Served:
-    """Like the ``start_gateway`` fixture, but the test holds the shutdown event."""
-    app = build(parse(config_data(changes), base_dir=REPO), environ={})
-    listeners = await open_listeners(["127.0.0.1:0"])
-    shutdown = trio.Event()
-    stopped = trio.Event()
-
-    async def run(*, task_status: trio.TaskStatus[list[str]]) -> None:
-        try:
-            await serve(app, listeners, shutdown, task_status=task_status)
-        finally:
-            stopped.set()
-
-    urls: list[str] = await nursery.start(run)
-    return Served(Running(urls[0], app), shutdown, stopped)
 
 
 async def read_frames_until_eof(client: RawClient) -> list[tuple[int, bytes]]:

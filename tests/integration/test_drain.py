@@ -4,38 +4,19 @@ from __future__ import annotations
 
 import trio
 
-from gateway.app import build
-from gateway.config.load import parse
-from gateway.server import open_listeners, serve
 from tests.integration.conftest import (
-    REPO,
     TIMEOUT,
-    Running,
-    config_data,
     new_key,
     raw_connection,
     request,
-    set_key,
+    serve_with_shutdown,
     upgrade_headers,
 )
 
 
 async def test_drain_delay_fails_readiness_then_stops_accepting(nursery: trio.Nursery) -> None:
-    data = config_data()
-    set_key(data, "server.drain_delay", 0.5)
-    app = build(parse(data, base_dir=REPO), environ={})
-    listeners = await open_listeners(["127.0.0.1:0"])
-    shutdown = trio.Event()
-    stopped = trio.Event()
-
-    async def run(*, task_status: trio.TaskStatus[list[str]]) -> None:
-        try:
-            await serve(app, listeners, shutdown, task_status=task_status)
-        finally:
-            stopped.set()
-
-    urls: list[str] = await nursery.start(run)
-    gw = Running(urls[0], app)
+    served = await serve_with_shutdown(nursery, {"server.drain_delay": 0.5})
+    gw, shutdown, stopped = served.running, served.shutdown, served.stopped
     with trio.fail_after(TIMEOUT):
         async with raw_connection(gw) as keepalive:
             await keepalive.send(request("GET", "/readyz"))

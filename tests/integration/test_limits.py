@@ -29,6 +29,7 @@ from tests.integration.conftest import (
     request,
     upgrade_headers,
     wait_until,
+    ws_client,
 )
 
 OP_CONT, OP_PING = 0x0, 0x9
@@ -44,21 +45,6 @@ def rss() -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise AssertionError("no VmRSS in /proc/self/status")
-
-
-@asynccontextmanager
-async def ws_client(
-    running: Running, path: str
-) -> AsyncIterator[trio_websocket.WebSocketConnection]:
-    async with trio_websocket.open_websocket_url(
-        running.ws_url(path), connect_timeout=TIMEOUT, disconnect_timeout=TIMEOUT
-    ) as ws:
-        try:
-            yield ws
-        finally:
-            if ws.closed is not None:
-                # trio-websocket 0.12.2 leaks its socket when the server closed first.
-                await ws._stream.aclose()
 
 
 async def closed_with(
