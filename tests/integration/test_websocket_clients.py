@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 import pytest
@@ -21,7 +20,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 from websockets.typing import Subprotocol
 
-from tests.integration.conftest import TIMEOUT, GatewayProcess, Running, wait_until
+from tests.integration.conftest import TIMEOUT, GatewayProcess, Running, wait_until, ws_client
 
 T = TypeVar("T")
 
@@ -214,22 +213,6 @@ def test_websockets_crash_closes_1011_and_mount_keeps_working(
 # --------------------------------------------------------------------------- trio-websocket
 
 
-@asynccontextmanager
-async def _open(running: Running, path: str) -> AsyncIterator[trio_websocket.WebSocketConnection]:
-    async with trio_websocket.open_websocket_url(
-        running.ws_url(path), connect_timeout=TIMEOUT, disconnect_timeout=TIMEOUT
-    ) as ws:
-        try:
-            yield ws
-        finally:
-            if ws.closed is not None:
-                # trio-websocket 0.12.2 leaks the client socket when the server closed first
-                # (its aclose() returns early once a close reason is set, and its reader only
-                # stops on EOF): close the TCP stream ourselves, or the ResourceWarning fails
-                # the run under filterwarnings = error.
-                await ws._stream.aclose()
-
-
 async def _json(ws: trio_websocket.WebSocketConnection) -> dict[str, Any]:
     message = await ws.get_message()
     assert isinstance(message, str), message
@@ -240,7 +223,7 @@ async def _json(ws: trio_websocket.WebSocketConnection) -> dict[str, Any]:
 
 async def test_trio_websocket_echo(gateway: Running) -> None:
     with trio.fail_after(TIMEOUT):
-        async with _open(gateway, "/echo") as ws:
+        async with ws_client(gateway, "/echo") as ws:
             await ws.send_message("text ✓")
             assert await ws.get_message() == "text ✓"
             await ws.send_message(b"\xff\x00binary")
@@ -249,12 +232,15 @@ async def test_trio_websocket_echo(gateway: Running) -> None:
 
 async def test_trio_websocket_chat(gateway: Running) -> None:
     with trio.fail_after(TIMEOUT):
-        async with _open(gateway, "/chat/lobby") as one, _open(gateway, "/chat/lobby") as two:
+        async with (
+            ws_client(gateway, "/chat/lobby") as one,
+            ws_client(gateway, "/chat/lobby") as two,
+        ):
             assert (await _json(one))["members"] == 1
             join = await _json(two)
             assert (join["type"], join["members"]) == ("join", 2)
             assert await _json(one) == join
-            async with _open(gateway, "/chat/elsewhere") as far:
+            async with ws_client(gateway, "/chat/elsewhere") as far:
                 assert (await _json(far))["members"] == 1
                 await two.send_message("hi lobby")
                 for ws in (one, two):
@@ -274,7 +260,7 @@ async def test_trio_websocket_chat(gateway: Running) -> None:
 
 async def test_trio_websocket_crash_is_1011_other_connection_unaffected(gateway: Running) -> None:
     with trio.fail_after(TIMEOUT):
-        async with _open(gateway, "/boom") as doomed, _open(gateway, "/boom") as other:
+        async with ws_client(gateway, "/boom") as doomed, ws_client(gateway, "/boom") as other:
             await other.send_message("before")
             assert await other.get_message() == "before"
             await doomed.send_message("boom")
