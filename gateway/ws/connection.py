@@ -7,16 +7,15 @@ raised.  The engine underneath is the gateway's own (docs/design.md, option C): 
 already sent through h11, :mod:`gateway.ws.parser` parses client frames with the limits built
 in, and :mod:`gateway.ws.frames` encodes server frames.
 
-Tasks and ownership: :meth:`run` drives two background tasks in the caller's nursery.  The
-*reader* parses, answers pings and queues messages.  The *writer* flushes frames queued without
-waiting (e.g. by :meth:`send_nowait` from a broadcast) and keeps the keepalive clock: a ping
-every ``ping_interval``, close 1011 if no pong comes within ``ping_timeout``.  All bytes go out
-through one lock, so frames never interleave and leave in the order they were queued.
-
-Inbound messages wait in a bounded channel: when it is full the reader stops reading and TCP
-pushes back on the client.  Outbound bytes queued without waiting are bounded too: past
-``outbound_queue_bytes`` the client is a slow consumer and is closed with 1013, then aborted if
-the close cannot be written within 1 s.
+Tasks and ownership: :meth:`serve` runs one nursery per connection.  The calling task is the
+*reader*: it parses, answers pings, puts messages in the bounded :class:`Inbox` (when it is
+full the reader stops reading and TCP pushes back on the client), and keeps the keepalive
+clock on its receive deadline (a ping every ``ping_interval``, close 1011 if no pong comes
+within ``ping_timeout``).  The plugin's handler runs as a child task.  Everything sent goes
+through :class:`Outbound` (direct writes, flushes, and a writer task started on first need),
+so frames never interleave and leave in the order they were queued.  Bytes queued without
+waiting (broadcasts) are bounded: past ``outbound_queue_bytes`` the client is a slow consumer
+and is closed with 1013, then aborted if the close cannot be written within 1 s.
 """
 
 from __future__ import annotations
@@ -24,9 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 
 import trio
 from trio.lowlevel import ParkingLot
@@ -34,7 +31,13 @@ from trio_websocket import CloseReason, ConnectionClosed, Endpoint
 
 from gateway.ws import frames
 from gateway.ws.deflate import DeflateParams, Deflater
-from gateway.ws.parser import Close, FrameParser, Inflater, ParserLimits, Ping, Pong, ProtocolError
+from gateway.ws.inbox import Inbox, InboxClosed
+from gateway.ws.limits import Limits
+from gateway.ws.outbound import Outbound, OutboundClosed
+from gateway.ws.parser import Close, FrameParser, Inflater, Ping, Pong, ProtocolError
+from gateway.ws.pings import Pings
+
+__all__ = ["DEFAULT_LIMITS", "Limits", "WebSocketConnection"]
 
 log = logging.getLogger("gateway.ws")
 
@@ -44,26 +47,6 @@ CORK_BYTES = 64 * 1024  # at most this much of a handler's replies waits for one
 
 # RFC 6455 §7.4.1 codes the engine itself sends.
 NORMAL, GOING_AWAY, ABNORMAL, INTERNAL_ERROR, TRY_AGAIN_LATER = 1000, 1001, 1006, 1011, 1013
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Per-connection limits; see the ``[websocket]`` table in the README."""
-
-    max_message_size: int = 1024 * 1024
-    max_fragments: int = 1024
-    max_frame_rate: float = 1000.0  # frames/s sustained; 0 disables
-    frame_burst: float = 5000.0
-    inbound_queue: int = 16
-    outbound_queue_bytes: int = 1024 * 1024
-    close_timeout: float = 10.0
-    ping_interval: float = 20.0  # 0 disables keepalive
-    ping_timeout: float = 20.0
-
-    def parser_limits(self) -> ParserLimits:
-        return ParserLimits(
-            self.max_message_size, self.max_fragments, self.max_frame_rate, self.frame_burst
-        )
 
 
 DEFAULT_LIMITS = Limits()
@@ -78,40 +61,21 @@ class WebSocketConnection:
         "_close_reason",
         "_close_sent",
         "_deflater",
-        "_fd",
         "_finished",
         "_finished_lot",
         "_handshake_headers",
         "_inbox",
-        "_inbox_discard",
-        "_inbox_ended",
-        "_inbox_lot",
-        "_keepalive_failed",
-        "_keepalive_payload",
-        "_keepalive_sent",
         "_limits",
         "_local",
-        "_next_keepalive",
-        "_nursery",
-        "_outbox",
-        "_outbox_bytes",
+        "_out",
         "_parser",
         "_path",
         "_pings",
-        "_queued",
-        "_reader_lot",
         "_remote",
         "_stream",
         "_stream_closed",
         "_subprotocol",
         "_trailing_data",
-        "_wanted_writer",
-        "_writer_lot",
-        "_writer_scope",
-        "_writer_started",
-        "_writing",
-        "_written",
-        "_written_lot",
     )
 
     def __init__(
@@ -128,9 +92,6 @@ class WebSocketConnection:
         compression: DeflateParams | None = None,
     ) -> None:
         self._stream = stream
-        # The socket's fd for direct, non-blocking writes (plain TCP only: TLS must go
-        # through SSLStream).
-        self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
         self._path = path
         self._subprotocol = subprotocol
         self._handshake_headers = tuple(handshake_headers)
@@ -153,28 +114,9 @@ class WebSocketConnection:
         self._stream_closed = False
         # Inbound messages: a bounded deque instead of a memory channel (a few hundred bytes
         # per idle connection less; ../docs/performance.md).
-        self._inbox: list[str | bytes] = []  # short (inbound_queue): a list beats a deque
-        self._inbox_ended = False  # no more messages will be added
-        self._inbox_discard = False  # closing locally: drop what arrives, raise on reads
-        self._inbox_lot = ParkingLot()  # get_message() waiting for a message
-        self._reader_lot = ParkingLot()  # the reader waiting for room in the inbox
-        # Outbound frames: a FIFO of encoded frames written by whoever is the current writer.
-        self._outbox: list[bytes] = []
-        self._outbox_bytes = 0
-        self._queued = 0  # frames ever queued
-        self._written = 0  # frames ever handed to the stream
-        self._writing = False
-        self._written_lot: ParkingLot | None = None  # senders waiting for their frame
-        self._writer_lot = ParkingLot()
-        self._writer_scope = trio.CancelScope()
-        self._writer_started = False
-        self._wanted_writer = False
-        self._nursery: trio.Nursery | None = None
-        self._keepalive_failed = False
-        self._pings: OrderedDict[bytes, trio.Event] | None = None
-        self._keepalive_payload: bytes | None = None
-        self._keepalive_sent = 0.0
-        self._next_keepalive = math.inf
+        self._inbox = Inbox(limits.inbound_queue)
+        self._out = Outbound(stream, on_lost=self._lost, on_abort=self._close_stream)
+        self._pings = Pings(limits.ping_interval, limits.ping_timeout)
 
     # -- trio-websocket's interface -------------------------------------------------------
 
@@ -217,18 +159,10 @@ class WebSocketConnection:
         """The next message; messages that arrived before the peer closed are still delivered,
         then :class:`ConnectionClosed` is raised (as in trio-websocket).  After a local close
         queued messages are dropped."""
-        inbox = self._inbox
-        while not inbox or self._inbox_discard:
-            if self._inbox_ended or self._inbox_discard:
-                await trio.lowlevel.checkpoint()
-                raise ConnectionClosed(self._close_reason)
-            await self._inbox_lot.park()
-        # A cancel point without a trip through the scheduler: the next send or receive of
-        # any real handler is a schedule point anyway, and the inbox is bounded.
-        await trio.lowlevel.checkpoint_if_cancelled()
-        message = inbox.pop(0)
-        self._reader_lot.unpark()
-        return message
+        try:
+            return await self._inbox.get()
+        except InboxClosed:
+            raise ConnectionClosed(self._close_reason) from None
 
     async def send_message(self, message: str | bytes) -> None:
         """Send one message (``str`` as text, bytes as binary).
@@ -241,24 +175,24 @@ class WebSocketConnection:
         if self._close_reason is not None:
             raise ConnectionClosed(self._close_reason)
         frame = self._encode(message)
-        if self._inbox and self._outbox_bytes + len(frame) < CORK_BYTES:
+        out = self._out
+        if self._inbox and out.buffered + len(frame) < CORK_BYTES:
             # More messages are already waiting for this handler, so more sends are likely:
             # queue this frame and let the next write carry them all (one syscall per batch
             # instead of one per message).  The writer flushes it if the handler stops here.
             await trio.lowlevel.checkpoint_if_cancelled()
-            self._queue(frame)
-            self._outbox_bytes += len(frame)
-            self._wake_writer()
+            out.queue(frame, buffered=True)
+            out.wake()
             return
-        if self._can_write_now():
+        if out.can_write_now():
             # The fast path: no task switch.  Cancellation is checked before the write, so a
             # cancelled send never half-happens.
             await trio.lowlevel.checkpoint_if_cancelled()
-            sent = self._write_now(frame)
+            sent = out.write_now(frame)
             if sent == len(frame):
                 return
             frame = frame[sent:]
-        self._queue(frame)
+        out.queue(frame)
         await self._flush()
 
     async def ping(self, payload: bytes | None = None) -> None:
@@ -267,32 +201,25 @@ class WebSocketConnection:
             raise ConnectionClosed(self._close_reason)
         if payload is None:
             payload = os.urandom(4)
-        if self._pings is None:
-            self._pings = OrderedDict()
-        if payload in self._pings:
-            raise ValueError(f"a ping with payload {payload!r} is already in flight")
-        event = trio.Event()
-        self._pings[payload] = event
-        self._queue(frames.frame(frames.OP_PING, payload))
+        event = self._pings.register(payload)
+        self._out.queue(frames.frame(frames.OP_PING, payload))
         await self._flush()
         await event.wait()
-        if self._pings.get(payload) is event:
-            # Still registered: woken by the connection closing, not by a pong.
-            del self._pings[payload]
+        if self._pings.unanswered(payload, event):
             raise ConnectionClosed(self._close_reason)
 
     async def pong(self, payload: bytes | None = None) -> None:
         """Send an unsolicited pong (a heartbeat, RFC 6455 §5.5.3)."""
         if self._close_reason is not None:
             raise ConnectionClosed(self._close_reason)
-        self._queue(frames.frame(frames.OP_PONG, payload or b""))
+        self._out.queue(frames.frame(frames.OP_PONG, payload or b""))
         await self._flush()
 
     async def aclose(self, code: int = NORMAL, reason: str | None = None) -> None:
         """Start the closing handshake (if not started) and wait for it to finish, at most
         ``close_timeout`` seconds; then the TCP stream is closed.  Idempotent."""
         self._start_close(code, reason or "")
-        self._discard_inbox()
+        self._inbox.discard()
         try:
             with trio.move_on_after(self._limits.close_timeout):
                 try:
@@ -324,17 +251,17 @@ class WebSocketConnection:
             )
         else:
             frame = self._encode(message)
-        if self._can_write_now():
-            sent = self._write_now(frame)
+        out = self._out
+        if out.can_write_now():
+            sent = out.write_now(frame)
             if sent == len(frame):
                 return True
             frame = frame[sent:]
-        self._queue(frame)
-        self._outbox_bytes += len(frame)
-        if self._outbox_bytes > self._limits.outbound_queue_bytes:
+        out.queue(frame, buffered=True)
+        if out.buffered > self._limits.outbound_queue_bytes:
             self._slow_consumer()
             return False
-        self._wake_writer()
+        out.wake()
         return True
 
     def close_nowait(self, code: int = NORMAL, reason: str = "") -> None:
@@ -342,12 +269,12 @@ class WebSocketConnection:
         shutdown); frames already queued go out first.  The handler's next ``get_message``
         raises :class:`ConnectionClosed`."""
         self._start_close(code, reason)
-        self._discard_inbox()
+        self._inbox.discard()
 
     @property
     def outbound_bytes(self) -> int:
         """Bytes queued by :meth:`send_nowait` that are not yet written."""
-        return self._outbox_bytes
+        return self._out.buffered
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Read until the connection is closed (``nursery.start``); see :meth:`serve`."""
@@ -363,61 +290,30 @@ class WebSocketConnection:
         closed and the handler has returned.  One nursery serves the whole connection; the
         writer task is started in it on first need (a connection that only echoes never has
         one)."""
-        if self._limits.ping_interval > 0:
-            self._next_keepalive = trio.current_time() + self._limits.ping_interval
+        self._pings.start(trio.current_time())
         try:
             async with trio.open_nursery() as nursery:
-                self._nursery = nursery
+                self._out.nursery = nursery
                 if handler is not None:
                     nursery.start_soon(handler)
                 task_status.started()
-                if self._wanted_writer:
-                    self._wake_writer()
+                self._out.start_if_wanted()
                 await self._reader()
                 # The reader stops once the closing handshake is decided; our last frames
                 # (the Close reply) go out, then §7.1.1: the server closes TCP first.
-                grace = SLOW_CONSUMER_GRACE if self._keepalive_failed else None
+                grace = SLOW_CONSUMER_GRACE if self._pings.failed else None
                 with trio.move_on_after(grace or self._limits.close_timeout):
                     try:
                         await self._flush()
                     except ConnectionClosed:
                         pass
-                self._writer_scope.cancel()
+                self._out.scope.cancel()
                 await self._close_stream()  # the handler may still run; its I/O now raises
         finally:
-            self._nursery = None
+            self._out.nursery = None
             await self._close_stream()
 
     # -- internals ----------------------------------------------------------------------------
-
-    def _can_write_now(self) -> bool:
-        """A plain TCP socket, nothing queued, nobody writing: bytes may go out right away."""
-        return self._fd >= 0 and not self._writing and not self._outbox and not self._stream_closed
-
-    def _write_now(self, data: bytes) -> int:
-        """Write what the socket takes without blocking; the rest goes through the writer.
-
-        This is how a broadcast reaches 1000 clients without 1000 task switches (asyncio's
-        ``transport.write`` works the same way).  Only called when :meth:`_can_write_now`, so
-        bytes never interleave with a ``send_all`` in progress.  Errors are left for the
-        regular path (``send_all``) to report.
-        """
-        try:
-            return os.write(self._fd, data)
-        except OSError:
-            return 0
-
-    def _queue(self, frame: bytes) -> None:
-        self._outbox.append(frame)
-        self._queued += 1
-
-    def _discard_inbox(self) -> None:
-        """A local close: queued messages are dropped, readers raise, and the reader task must
-        not block on a full inbox while it waits for the peer's Close."""
-        self._inbox_discard = True
-        self._inbox.clear()
-        self._inbox_lot.unpark_all()
-        self._reader_lot.unpark_all()
 
     def _encode(self, message: str | bytes) -> bytes:
         if self._deflater is not None:
@@ -430,104 +326,35 @@ class WebSocketConnection:
             self._close_reason = CloseReason(code, reason or None)
         if not self._close_sent:
             self._close_sent = True
-            self._queue(frames.frame(frames.OP_CLOSE, frames.close_payload(code, reason)))
-            self._wake_writer()
-
-    def _abort_after(self, grace: float) -> None:
-        """Give whatever write is pending ``grace`` more seconds, then drop the stream."""
-        deadline = trio.current_time() + grace
-        self._writer_scope.deadline = min(self._writer_scope.deadline, deadline)
+            self._out.queue(frames.frame(frames.OP_CLOSE, frames.close_payload(code, reason)))
+            self._out.wake()
 
     def _slow_consumer(self) -> None:
-        log.info("closing slow consumer (%d bytes queued)", self._outbox_bytes)
-        self._written += len(self._outbox)  # dropped: nobody waits for them any more
-        self._outbox.clear()
-        self._outbox_bytes = 0
+        log.info("closing slow consumer (%d bytes queued)", self._out.buffered)
+        self._out.drop()
         self._start_close(TRY_AGAIN_LATER, "slow consumer")
-        self._discard_inbox()
-        self._abort_after(SLOW_CONSUMER_GRACE)
+        self._inbox.discard()
+        self._out.abort_after(SLOW_CONSUMER_GRACE)
 
     async def _flush(self) -> None:
-        """Return once every frame queued so far is written, in order.
-
-        One task at a time is the writer: it writes the whole outbox with one ``send_all``,
-        then whatever was queued meanwhile.  Others wait until the writer has covered their
-        frames (or stopped, in which case one of them takes over).
-        """
-        target = self._queued
-        while self._writing:
-            if self._written >= target:
-                await trio.lowlevel.checkpoint()
-                return
-            if self._written_lot is None:
-                self._written_lot = ParkingLot()
-            await self._written_lot.park()
-        if self._written >= target:
-            await trio.lowlevel.checkpoint()
-            return
-        self._writing = True
+        """Return once everything queued so far is written (see :mod:`gateway.ws.outbound`)."""
         try:
-            while self._outbox:
-                outbox = self._outbox
-                data = outbox[0] if len(outbox) == 1 else b"".join(outbox)
-                count = len(outbox)
-                self._outbox = []
-                self._outbox_bytes = 0
-                try:
-                    await self._stream.send_all(data)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    self._lost()
-                    raise ConnectionClosed(self._close_reason) from None
-                self._written += count
-                if self._written_lot is not None:
-                    self._written_lot.unpark_all()
-        finally:
-            self._writing = False
-            if self._written_lot is not None:
-                self._written_lot.unpark_all()
-
-    def _wake_writer(self) -> None:
-        """Make sure frames queued without waiting get written: wake the writer task, or
-        start it (in :meth:`run`'s nursery) the first time it is needed."""
-        if self._writer_started:
-            self._writer_lot.unpark()
-        elif self._nursery is not None:
-            self._writer_started = True
-            self._nursery.start_soon(self._writer)
-        else:
-            self._wanted_writer = True  # before run(): it starts the writer
-
-    async def _writer(self) -> None:
-        """Flush frames queued without waiting (broadcasts, closes started from outside)."""
-        with self._writer_scope:
-            while True:
-                if not self._outbox:
-                    await self._writer_lot.park()
-                    continue
-                try:
-                    await self._flush()
-                except ConnectionClosed:
-                    return
-        if self._writer_scope.cancelled_caught:
-            await self._close_stream()  # a grace period ran out: abort
+            await self._out.flush()
+        except OutboundClosed:
+            raise ConnectionClosed(self._close_reason) from None
 
     def _keepalive(self) -> None:
-        """Ping every ``ping_interval``; no pong within ``ping_timeout`` means the peer is gone
-        (half-open TCP): close with 1011 and drop the stream if even that cannot be written."""
-        limits = self._limits
-        now = trio.current_time()
-        if self._keepalive_payload is not None:
-            log.info("no pong within %.1fs: closing", limits.ping_timeout)
-            self._start_close(INTERNAL_ERROR, "keepalive ping timeout")
-            self._discard_inbox()
-            self._abort_after(min(limits.close_timeout, SLOW_CONSUMER_GRACE))
-            self._next_keepalive = math.inf
-            self._keepalive_failed = True
+        """The keepalive clock ran out: ping, or, if the last ping was never answered, close
+        with 1011 and drop the stream if even that cannot be written."""
+        payload = self._pings.tick(trio.current_time())
+        if payload is not None:
+            self._out.queue(frames.frame(frames.OP_PING, payload))
             return
-        self._keepalive_payload = os.urandom(4)
-        self._keepalive_sent = now
-        self._queue(frames.frame(frames.OP_PING, self._keepalive_payload))
-        self._next_keepalive = now + limits.ping_timeout
+        limits = self._limits
+        log.info("no pong within %.1fs: closing", limits.ping_timeout)
+        self._start_close(INTERNAL_ERROR, "keepalive ping timeout")
+        self._inbox.discard()
+        self._out.abort_after(min(limits.close_timeout, SLOW_CONSUMER_GRACE))
 
     async def _reader(self) -> None:
         parser = self._parser
@@ -543,11 +370,11 @@ class WebSocketConnection:
                         error = exc  # deliver what came before the bad frame first
                 for event in parser.events():
                     if type(event) is str or type(event) is bytes:
-                        await self._deliver(event)
+                        await self._inbox.put(event)
                     elif isinstance(event, Ping):
                         self._queue_control(frames.frame(frames.OP_PONG, event.payload))
                     elif isinstance(event, Pong):
-                        self._pong(event.payload)
+                        self._pings.pong(event.payload)
                     elif isinstance(event, Close):
                         self._on_close(event)
                         return
@@ -555,18 +382,18 @@ class WebSocketConnection:
                     # §7.1.7 "Fail the WebSocket Connection": send Close, then drop TCP.
                     self._fail(error.code, error.reason)
                     return
-                if self._outbox and not self._writing:
+                if self._out.frames and not self._out.writing:
                     await self._flush()  # pongs and close replies go out from here
-                if self._next_keepalive == math.inf:
+                if self._pings.due == math.inf:
                     data = await self._stream.receive_some(RECEIVE_SIZE)
                 else:
                     # The keepalive clock: a cancelled receive_some loses no data (for TLS:
                     # the handshake is long done), so the wait itself is the timer.
-                    with trio.move_on_at(self._next_keepalive) as timer:
+                    with trio.move_on_at(self._pings.due) as timer:
                         data = await self._stream.receive_some(RECEIVE_SIZE)
                     if timer.cancelled_caught:
                         self._keepalive()
-                        if self._keepalive_failed:
+                        if self._pings.failed:
                             return  # run() writes the Close (bounded) and drops TCP
                         data = b""
                         continue
@@ -576,21 +403,8 @@ class WebSocketConnection:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self._lost()
         finally:
-            self._inbox_ended = True
-            self._inbox_lot.unpark_all()
-            self._release_pings()
-
-    async def _deliver(self, message: str | bytes) -> None:
-        """Queue a message for the handler; when the inbox is full, stop reading (TCP then
-        pushes back on the client) until the handler takes one."""
-        while len(self._inbox) >= self._limits.inbound_queue and not self._inbox_discard:
-            if self._stream_closed:
-                return
-            await self._reader_lot.park()
-        if self._inbox_discard:
-            return  # closing locally: nobody will read it
-        self._inbox.append(message)
-        self._inbox_lot.unpark()
+            self._inbox.end()
+            self._pings.release()
 
     def _on_close(self, event: Close) -> None:
         if self._close_sent:
@@ -609,23 +423,7 @@ class WebSocketConnection:
         self._start_close(code, reason)
 
     def _queue_control(self, frame: bytes) -> None:
-        self._queue(frame)  # the reader flushes it after this batch of events
-
-    def _pong(self, payload: bytes) -> None:
-        if payload == self._keepalive_payload:
-            self._keepalive_payload = None
-            self._next_keepalive = self._keepalive_sent + self._limits.ping_interval
-        if self._pings is None or payload not in self._pings:
-            return  # unsolicited pong: a heartbeat, nothing to do
-        while self._pings:
-            key, event = self._pings.popitem(last=False)
-            event.set()
-            if key == payload:
-                break
-
-    def _release_pings(self) -> None:
-        for event in (self._pings or {}).values():
-            event.set()
+        self._out.queue(frame)  # the reader flushes it after this batch of events
 
     def _lost(self) -> None:
         if self._close_reason is None:
@@ -641,7 +439,8 @@ class WebSocketConnection:
         if self._stream_closed:
             return
         self._stream_closed = True
+        self._out.closed = True
         self._set_finished()
-        self._reader_lot.unpark_all()  # a reader waiting for inbox room must see the end
+        self._inbox.end()  # a reader waiting for inbox room must see the end
         with trio.CancelScope(shield=True):
             await self._stream.aclose()

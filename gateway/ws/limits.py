@@ -1,0 +1,27 @@
+"""Per-connection limits of the WebSocket engine (the ``[websocket]`` keys, per mount)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.ws.parser import ParserLimits
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-connection limits; see the ``[websocket]`` table in the README."""
+
+    max_message_size: int = 1024 * 1024
+    max_fragments: int = 1024
+    max_frame_rate: float = 1000.0  # frames/s sustained; 0 disables
+    frame_burst: float = 5000.0
+    inbound_queue: int = 16
+    outbound_queue_bytes: int = 1024 * 1024
+    close_timeout: float = 10.0
+    ping_interval: float = 20.0  # 0 disables keepalive
+    ping_timeout: float = 20.0
+
+    def parser_limits(self) -> ParserLimits:
+        return ParserLimits(
+            self.max_message_size, self.max_fragments, self.max_frame_rate, self.frame_burst
+        )
