@@ -139,7 +139,7 @@ async def _refuse(stream: trio.SocketStream, context: ssl.SSLContext | None) -> 
         try:
             await served.send_all(OVERLOAD_RESPONSE)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+            pass  # the client left: nothing to refuse
     await trio.aclose_forcefully(served)
 
 

@@ -306,7 +306,7 @@ class WebSocketConnection:
                     try:
                         await self._flush()
                     except ConnectionClosed:
-                        pass
+                        pass  # the peer is gone: the stream is closed just below anyway
                 self._out.scope.cancel()
                 await self._close_stream()  # the handler may still run; its I/O now raises
         finally:
