@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 from urllib.parse import parse_qs
 
+from gateway.core import headers as hdr
 from gateway.core.decisions import Reject
 from gateway.errors import CloseSession
 from gateway.log import session_log
@@ -82,9 +83,14 @@ class UpgradeRequest:
         return parse_qs(self.query, keep_blank_values=True)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Session:
-    """One accepted WebSocket session: who, where and how, fixed at the handshake."""
+    """One accepted WebSocket session: who, where and how, fixed at the handshake.
+
+    Slotted, and the handshake's headers are kept as one packed block
+    (:func:`gateway.core.headers.pack`): a session lives as long as its connection, mostly
+    idle, so it is kept small.
+    """
 
     id: str
     mount: Mount
@@ -95,7 +101,12 @@ class Session:
     origin: str | None
     remote: str
     subprotocol: str | None
-    raw_headers: tuple[tuple[bytes, bytes], ...] = ()  # as received (lowercase names)
+    header_block: bytes = b""  # the handshake's headers, packed (see raw_headers)
+
+    @property
+    def raw_headers(self) -> tuple[tuple[bytes, bytes], ...]:
+        """The handshake's headers as received (lowercase names), unpacked on use."""
+        return hdr.unpack(self.header_block)
 
     @property
     def headers(self) -> tuple[tuple[str, str], ...]:

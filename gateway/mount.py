@@ -100,17 +100,17 @@ class Mount:
         """Queue ``message`` for every client of this mount; returns how many took it."""
         return _fan_out(self._clients, message, exclude)
 
-    @contextmanager
-    def registered(self, ws: WebSocketConnection, *, reserved: bool = False) -> Iterator[None]:
-        """Count ``ws`` among :attr:`clients` for the duration of the block (taking over the
-        place reserved for it at admission, if ``reserved``)."""
+    def register(self, ws: WebSocketConnection, *, reserved: bool = False) -> None:
+        """Count ``ws`` among :attr:`clients` until :meth:`unregister` (taking over the place
+        reserved for it at admission, if ``reserved``).  Pair the two with ``try``/``finally``:
+        plain calls, not a context manager, so an open session keeps no generator alive."""
         if reserved:
             self.reserved -= 1
         self._clients.add(ws)
-        try:
-            yield
-        finally:
-            self._clients.discard(ws)
+
+    def unregister(self, ws: WebSocketConnection) -> None:
+        """Stop counting ``ws`` among :attr:`clients` (nothing happens if it was not)."""
+        self._clients.discard(ws)
 
     def close_all(self, code: int, reason: str) -> None:
         """Start closing every client (shutdown: 1001); each finishes in its own task."""

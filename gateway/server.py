@@ -144,12 +144,15 @@ async def _refuse(stream: trio.SocketStream, context: ssl.SSLContext | None) -> 
 
 
 async def _connection(app: App, stream: trio.SocketStream, context: ssl.SSLContext | None) -> None:
+    # This frame lives as long as the connection, so it keeps nothing of its own: the peer's
+    # address goes straight to the HTTP side (a WebSocket reads its endpoints from its stream).
     try:
-        local, remote = _endpoints(stream, context is not None)
         served: trio.abc.Stream = stream
         if context is not None:
             served = trio.SSLStream(stream, context, server_side=True, https_compatible=True)
-        await serve_connection(app, served, remote=remote, local=local, secure=context is not None)
+        await serve_connection(
+            app, served, remote=_remote(stream, context is not None), secure=context is not None
+        )
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass  # the peer went away mid-write; nothing to report
     except Exception:
@@ -159,10 +162,9 @@ async def _connection(app: App, stream: trio.SocketStream, context: ssl.SSLConte
         app.connection_closed()
 
 
-def _endpoints(stream: trio.SocketStream, secure: bool) -> tuple[Endpoint | None, Endpoint | None]:
+def _remote(stream: trio.SocketStream, secure: bool) -> Endpoint | None:
     try:
-        local = stream.socket.getsockname()
         remote = stream.socket.getpeername()
-        return Endpoint(local[0], local[1], secure), Endpoint(remote[0], remote[1], secure)
+        return Endpoint(remote[0], remote[1], secure)
     except (OSError, ValueError, IndexError):
-        return None, None
+        return None

@@ -130,7 +130,6 @@ class TestGateway:
                 self.app,
                 server_stream,
                 remote=Endpoint("127.0.0.1", port, False),
-                local=Endpoint("127.0.0.1", 80, False),
             )
         )
         extra = [(k.encode(), v.encode()) for k, v in (headers or {}).items()]

@@ -4,20 +4,24 @@ This is the one module that knows both h11 and the WebSocket connection (Node ``
 ``handleUpgrade(req, socket, head)``): it runs authentication and the plugin's veto, sends the
 101 through h11 (so h11 stays the parser of record and never parses the request twice), hands
 h11's ``trailing_data`` (bytes the client sent right behind its handshake) to the connection so
-no early frame is lost, and then runs the handler under the handler contract
-(:mod:`gateway.api`).
+no early frame is lost, sets up the session (:func:`open_session`) and runs the handler under
+the handler contract (:func:`call_handler`, :mod:`gateway.api`).  The session itself is served
+by :func:`gateway.http.http11.serve_connection`, in the frame that served its HTTP, so an idle
+connection keeps no extra coroutine frame for this module.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import h11
 import trio
-from trio_websocket import ConnectionClosed, Endpoint
+from trio_websocket import ConnectionClosed
 
 from gateway import auth
 from gateway.api import Accept, Handler, Session, UpgradeRequest
@@ -105,7 +109,7 @@ async def prepare(app: App, decision: Upgrade, request: h11.Request, remote: str
     response_headers.extend(hdr.encode(extra))
     if mount.full:  # filled up while we awaited auth: check again, then hold a place
         raise Refused(Reject(503, "endpoint at capacity", (("Retry-After", "1"),), close=True))
-    mount.reserved += 1  # released by run_session's registration, or by the caller on failure
+    mount.reserved += 1  # released by open_session's registration, or by the caller on failure
     return Admission(upgrade_request, response_headers, subprotocol, compression)
 
 
@@ -125,8 +129,12 @@ async def switch(
     return bytes(trailing)
 
 
+@functools.lru_cache(maxsize=64)
 def limits_for(settings: WebSocketConfig) -> Limits:
-    """The engine's limits for a mount (burst: five seconds' worth of the frame rate)."""
+    """The engine's limits for a mount (burst: five seconds' worth of the frame rate).
+
+    Cached (``WebSocketConfig`` is a frozen dataclass of hashable values): every connection of
+    a mount shares one frozen :class:`Limits` instead of keeping its own copy."""
     return Limits(
         max_message_size=settings.max_message_size,
         max_fragments=settings.max_fragments,
@@ -148,51 +156,30 @@ class Handover:
     stream: trio.abc.Stream
     admission: Admission
     target: str
-    headers: tuple[tuple[bytes, bytes], ...]
+    header_block: bytes  # the request's headers, packed (gateway.core.headers.pack)
     trailing: bytes
-    local: Endpoint | None
-    remote: Endpoint | None
 
 
-async def run_session(app: App, box: list[Handover]) -> None:
-    """Serve one accepted WebSocket until it is closed; see :mod:`gateway.api`.
+def open_session(
+    app: App, handover: Handover
+) -> tuple[WebSocketConnection, Session, Callable[[], Awaitable[None]]]:
+    """Set up an accepted WebSocket: its connection, its :class:`Session`, and the handler task
+    for :meth:`WebSocketConnection.serve` (see :mod:`gateway.api`).
 
-    ``box`` holds the only reference to the :class:`Handover`, which is taken out so the
-    handshake's objects are freed once the connection is set up.
+    The connection is counted among the mount's clients from here on (it takes over the place
+    :func:`prepare` reserved): the caller serves it, calls ``session.mount.unregister(ws)`` in
+    a ``finally``, then :func:`log_closed`.  Nothing returned refers to the handover: once the
+    caller lets it go, the handshake's objects are freed for the connection's life.
     """
-    handover = box.pop()
-    runtime = handover.runtime
-    mount = runtime.mount
-    ws, session = _open(handover)
-    del handover  # the handshake's objects are not needed for the connection's life
-    log = session.log
-    log.info("open %s from %s", safe(session.path), session.remote)
-
-    async def handle() -> None:
-        code, reason = await call_handler(runtime.plugin.handler, ws, session)
-        await ws.aclose(code, reason)
-
-    with mount.registered(ws, reserved=True):
-        if app.draining:  # shutdown began during the handshake
-            ws.close_nowait(1001, "server shutting down")
-        await ws.serve(handle)
-    closed = ws.closed
-    log.info(
-        "closed %s %s", closed.code if closed else "-", safe(closed.reason or "") if closed else ""
-    )
-
-
-def _open(handover: Handover) -> tuple[WebSocketConnection, Session]:
     admission = handover.admission
     request = admission.request
-    mount = handover.runtime.mount
+    runtime = handover.runtime
+    mount = runtime.mount
     ws = WebSocketConnection(
         handover.stream,
         path=handover.target,
         subprotocol=admission.subprotocol,
-        handshake_headers=handover.headers,
-        local=handover.local,
-        remote=handover.remote,
+        handshake_headers=handover.header_block,  # one block, shared with the session
         limits=limits_for(mount.settings),
         trailing_data=handover.trailing,
         compression=admission.compression,
@@ -207,24 +194,39 @@ def _open(handover: Handover) -> tuple[WebSocketConnection, Session]:
         origin=request.origin,
         remote=request.remote,
         subprotocol=admission.subprotocol,
-        raw_headers=handover.headers,
+        header_block=handover.header_block,
     )
-    return ws, session
+    handler_task = functools.partial(call_handler, runtime.plugin.handler, ws, session)
+    session.log.info("open %s from %s", safe(session.path), session.remote)
+    if app.draining:  # shutdown began during the handshake
+        ws.close_nowait(1001, "server shutting down")
+    mount.register(ws, reserved=True)  # last: from here on the caller's finally unregisters
+    return ws, session, handler_task
 
 
-async def call_handler(
-    handler: Handler, ws: WebSocketConnection, session: Session
-) -> tuple[int, str]:
-    """Run the handler and map how it ended to a close code (the handler contract)."""
+def log_closed(ws: WebSocketConnection, session: Session) -> None:
+    """The session's last log line (a new adapter: none is kept alive for the session's life)."""
+    closed = ws.closed
+    session.log.info(
+        "closed %s %s", closed.code if closed else "-", safe(closed.reason or "") if closed else ""
+    )
+
+
+async def call_handler(handler: Handler, ws: WebSocketConnection, session: Session) -> None:
+    """Run the handler, then close the WebSocket with the code its ending maps to (the
+    handler contract).  This is the handler task :meth:`WebSocketConnection.serve` runs: one
+    coroutine, so an idle session keeps one frame for it."""
     try:
         await handler(ws, session)
     except ConnectionClosed:
-        return 1000, ""  # the peer (or the gateway) closed first: a normal end
+        code, reason = 1000, ""  # the peer (or the gateway) closed first: a normal end
     except CloseSession as exc:
-        return exc.code, exc.reason
+        code, reason = exc.code, exc.reason
     except Exception as exc:
-        return _from_exception(exc, session)
-    return 1000, ""
+        code, reason = _from_exception(exc, session)
+    else:
+        code, reason = 1000, ""
+    await ws.aclose(code, reason)
 
 
 def _from_exception(exc: Exception, session: Session) -> tuple[int, str]:

@@ -89,6 +89,8 @@ async def session_info(ws: WebSocketConnection, session: Session) -> None:
                 "subprotocol": session.subprotocol,
                 "ws_subprotocol": ws.subprotocol,
                 "origin": session.origin,
+                "headers": session.headers,
+                "raw_headers_as_ws": session.raw_headers == ws.handshake_headers,
             }
         )
     )

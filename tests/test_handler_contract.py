@@ -274,6 +274,18 @@ async def test_route_params_and_query_reach_the_session() -> None:
         assert data["subprotocol"] is None
 
 
+async def test_the_session_has_the_handshake_headers_as_received() -> None:
+    odd = {"X-Odd": "a: b:c, 'quoted'", "X-Empty": ""}  # a colon, an empty value: kept as sent
+    async with serve(f"{FIX}:session_info") as gw, gw.connect("/test", headers=odd) as ws:
+        data = await info(ws)
+    headers = [tuple(pair) for pair in data["headers"]]
+    assert ("host", "gateway.test") in headers
+    assert ("x-odd", "a: b:c, 'quoted'") in headers
+    assert ("x-empty", "") in headers
+    assert [n for n, _ in headers].index("host") == 0  # in the order they came
+    assert data["raw_headers_as_ws"]  # Session.raw_headers and ws.handshake_headers agree
+
+
 async def test_each_session_has_its_own_id_and_remote() -> None:
     async with serve(f"{FIX}:session_info") as gw:
         async with gw.connect("/test") as a, gw.connect("/test") as b:

@@ -39,7 +39,7 @@ async def test_a_slow_authenticator_hits_the_handshake_deadline(
     }
     async with serve("plugins.echo:echo", "/e", websocket=websocket) as gw:
         client, server = trio.testing.memory_stream_pair()
-        gw._nursery.start_soon(partial(serve_connection, gw.app, server, remote=None, local=None))
+        gw._nursery.start_soon(partial(serve_connection, gw.app, server, remote=None))
         start = trio.current_time()
         await client.send_all(
             b"GET /e HTTP/1.1\r\nHost: gateway.test\r\nUpgrade: websocket\r\n"

@@ -50,3 +50,22 @@ def split_target(target: bytes) -> tuple[bytes, bytes]:
 def encode(pairs: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
     """Header pairs from str to the bytes h11 wants."""
     return [(n.encode("ascii"), v.encode("latin-1")) for n, v in pairs]
+
+
+def pack(headers: Headers) -> bytes:
+    """The pairs as one ``name:value\\n`` block: a long-lived session keeps one bytes object
+    instead of a tuple, a tuple and two bytes per field (~1 KiB less per idle WebSocket).
+    Lossless for what h11 accepts: names have no ``:`` and values no CR or LF (RFC 9110 §5)."""
+    return b"\n".join(n + b":" + v for n, v in headers)
+
+
+def unpack(block: bytes) -> tuple[tuple[bytes, bytes], ...]:
+    """The pairs :func:`pack` stored, in order."""
+    if not block:
+        return ()
+    return tuple(_pair(line) for line in block.split(b"\n"))
+
+
+def _pair(line: bytes) -> tuple[bytes, bytes]:
+    name, _, value = line.partition(b":")
+    return name, value

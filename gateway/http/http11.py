@@ -3,7 +3,9 @@
 The loop reads one request head at a time (within a deadline), asks the pure front door what to
 do (:func:`gateway.core.frontdoor.classify`) and does it: a fixed response, a static file, the
 health probe, destroying the socket, or handing it over to the WebSocket seam
-(:mod:`gateway.upgrade`), after which this module lets go of the stream.
+(:mod:`gateway.upgrade`), after which the HTTP side (h11, the request) lets go of the stream.
+:func:`serve_connection` then serves the WebSocket session in the coroutine that ran the HTTP
+side (no extra frame per open connection), set up by :func:`gateway.upgrade.open_session`.
 
 Deadlines (``[http]``): the first request head must be complete within ``head_timeout`` of the
 accept; between requests a keep-alive connection may stay idle ``keepalive_timeout``; once a
@@ -25,6 +27,7 @@ from trio_websocket import Endpoint
 from gateway import upgrade
 from gateway.app import FIRST_REQUEST_GRACE, App
 from gateway.core import frontdoor
+from gateway.core import headers as hdr
 from gateway.core.decisions import REASONS, Destroy, Health, Proxy, Reject, Static, Upgrade
 from gateway.errors import UpstreamError
 from gateway.http import static
@@ -53,13 +56,11 @@ class HTTPConnection:
         stream: trio.abc.Stream,
         *,
         remote: Endpoint | None,
-        local: Endpoint | None,
         secure: bool = False,
     ) -> None:
         self.app = app
         self.stream = stream
         self.remote = remote
-        self.local = local
         self.secure = secure
         self.http = app.config.http
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.http.max_head_bytes)
@@ -76,7 +77,7 @@ class HTTPConnection:
 
     async def serve(self) -> upgrade.Handover | None:
         """Serve requests until the connection closes (``None``) or becomes a WebSocket: then
-        the stream is handed over, still open, for :func:`gateway.upgrade.run_session`."""
+        the stream is handed over, still open, for :func:`gateway.upgrade.open_session`."""
         handover = None
         try:
             handover = await self._loop()
@@ -357,10 +358,8 @@ class HTTPConnection:
             stream=self.stream,
             admission=prepared,
             target=request.target.decode("ascii", "replace"),
-            headers=tuple(request.headers),
+            header_block=hdr.pack(request.headers),
             trailing=trailing,
-            local=self.local,
-            remote=self.remote,
         )
 
 
@@ -369,20 +368,26 @@ async def serve_connection(
     stream: trio.abc.Stream,
     *,
     remote: Endpoint | None,
-    local: Endpoint | None,
     secure: bool = False,
 ) -> None:
-    """One connection from accept to close: HTTP until it upgrades, then the WebSocket
-    session.  The session runs from here, not inside the HTTP loop, so the h11 state and the
-    request are freed for the connection's whole WebSocket life."""
-    connection = HTTPConnection(app, stream, remote=remote, local=local, secure=secure)
+    """One connection from accept to close: HTTP until it upgrades, then the WebSocket session.
+
+    The session is served from this frame, not inside the HTTP loop nor in a further coroutine:
+    an idle WebSocket keeps this one frame of ours, and none of h11's state, the request or the
+    handshake (each ``del`` below lets one go)."""
+    connection = HTTPConnection(app, stream, remote=remote, secure=secure)
+    del remote  # the HTTP side's; a WebSocket reads its endpoints from its stream
     handover = await connection.serve()
     del connection
-    if handover is not None:
-        # Hand the only reference over: this frame stays alive for the whole session.
-        box = [handover]
-        del handover
-        await upgrade.run_session(app, box)
+    if handover is None:
+        return
+    ws, session, handler_task = upgrade.open_session(app, handover)
+    del handover
+    try:
+        await ws.serve(handler_task)
+    finally:
+        session.mount.unregister(ws)  # open_session registered it
+    upgrade.log_closed(ws, session)
 
 
 async def _abort(stream: trio.abc.Stream) -> None:

@@ -7,14 +7,23 @@ raised.  The engine underneath is the gateway's own (docs/design.md, option C): 
 already sent through h11, :mod:`gateway.ws.parser` parses client frames with the limits built
 in, and :mod:`gateway.ws.frames` encodes server frames.
 
-Tasks and ownership: :meth:`serve` runs one nursery per connection.  The calling task is the
-*reader*: it parses, answers pings, puts messages in the bounded :class:`Inbox` (when it is
-full the reader stops reading and TCP pushes back on the client), and keeps the keepalive
-clock on its receive deadline (a ping every ``ping_interval``, close 1011 if no pong comes
-within ``ping_timeout``).  The plugin's handler runs as a child task.  Everything sent goes
-through :class:`Outbound` (direct writes, flushes, and a writer task started on first need),
-so frames never interleave and leave in the order they were queued.  Bytes queued without
-waiting (broadcasts) are bounded: past ``outbound_queue_bytes`` the client is a slow consumer
+Tasks: :meth:`serve` runs the handler in the calling task, inside one nursery that holds the
+helper tasks started on need.  Reading the socket is a *role*, held by one task at a time:
+
+* a handler waiting in ``get_message`` with nothing queued reads the socket itself (an idle
+  connection is then one task parked on its socket, ~half the memory of a reader task plus a
+  handler task);
+* when the handler is busy elsewhere for longer than ``ATTEND_AFTER`` (it sends a clock, awaits
+  a database, never reads), the attendant (:mod:`gateway.ws.attendant`) starts a *reader task*
+  that answers pings, sees the Close and fills the bounded :class:`Inbox` (when it is full the
+  reader stops reading and TCP pushes back on the client); it hands the role back to the
+  handler as soon as the handler waits in ``get_message`` with nothing to read.
+
+Pongs and Close replies are written without waiting (directly, or by the writer task).  The
+keepalive clock lives in the attendant too (a ping every ``ping_interval``, close 1011 if no
+pong comes within ``ping_timeout``).  Everything sent goes through :class:`Outbound`, so frames
+never interleave and leave in the order they were queued.  Bytes queued without waiting
+(broadcasts, pongs) are bounded: past ``outbound_queue_bytes`` the client is a slow consumer
 and is closed with 1013, then aborted if the close cannot be written within 1 s.
 """
 
@@ -26,16 +35,18 @@ import os
 from collections.abc import Awaitable, Callable, Sequence
 
 import trio
-from trio.lowlevel import ParkingLot
 from trio_websocket import CloseReason, ConnectionClosed, Endpoint
 
+from gateway.core import headers as hdr
 from gateway.ws import frames
+from gateway.ws.attendant import call_at
 from gateway.ws.deflate import DeflateParams, Deflater
-from gateway.ws.inbox import Inbox, InboxClosed
+from gateway.ws.inbox import Inbox
 from gateway.ws.limits import Limits
 from gateway.ws.outbound import Outbound, OutboundClosed
 from gateway.ws.parser import Close, FrameParser, Inflater, Ping, Pong, ProtocolError
 from gateway.ws.pings import Pings
+from gateway.ws.waiting import Waiters
 
 __all__ = ["DEFAULT_LIMITS", "Limits", "WebSocketConnection"]
 
@@ -44,12 +55,15 @@ log = logging.getLogger("gateway.ws")
 RECEIVE_SIZE = 65536
 SLOW_CONSUMER_GRACE = 1.0  # seconds to write the 1013 close before aborting (LIMITS.md)
 CORK_BYTES = 64 * 1024  # at most this much of a handler's replies waits for one write
+# A handler away from get_message this long gets a reader task (pings, Close, inbox filling).
+ATTEND_AFTER = 0.05
 
 # RFC 6455 §7.4.1 codes the engine itself sends.
 NORMAL, GOING_AWAY, ABNORMAL, INTERNAL_ERROR, TRY_AGAIN_LATER = 1000, 1001, 1006, 1011, 1013
 
 
 DEFAULT_LIMITS = Limits()
+_FROM_STREAM = Endpoint("0.0.0.0", 0, False)  # marker: compute local/remote from the socket
 
 
 class WebSocketConnection:
@@ -58,20 +72,30 @@ class WebSocketConnection:
     # Slots: a few hundred bytes less per connection than an instance dict.
     __slots__ = (
         "__weakref__",
+        "_attend_at",
+        "_attend_episode",
         "_close_reason",
         "_close_sent",
         "_deflater",
+        "_episode",
+        "_failure",
         "_finished",
-        "_finished_lot",
+        "_finished_waiters",
         "_handshake_headers",
         "_inbox",
         "_limits",
         "_local",
+        "_nursery",
         "_out",
         "_parser",
         "_path",
         "_pings",
+        "_reader_running",
+        "_reader_scope",
+        "_reading",
+        "_reads_wanted",
         "_remote",
+        "_sock",
         "_stream",
         "_stream_closed",
         "_subprotocol",
@@ -84,17 +108,23 @@ class WebSocketConnection:
         *,
         path: str,
         subprotocol: str | None = None,
-        handshake_headers: Sequence[tuple[bytes, bytes]] = (),
-        local: Endpoint | None = None,
-        remote: Endpoint | None = None,
+        handshake_headers: Sequence[tuple[bytes, bytes]] | bytes = (),
+        local: Endpoint | None = _FROM_STREAM,
+        remote: Endpoint | None = _FROM_STREAM,
         limits: Limits = DEFAULT_LIMITS,
         trailing_data: bytes = b"",
         compression: DeflateParams | None = None,
     ) -> None:
+        """``handshake_headers`` may be a block packed by :func:`gateway.core.headers.pack`
+        (unpacked on use); ``local``/``remote`` default to the stream's socket addresses."""
         self._stream = stream
+        # The trio socket, for direct reads: plain TCP only (TLS must go through SSLStream).
+        self._sock = stream.socket if isinstance(stream, trio.SocketStream) else None
         self._path = path
         self._subprotocol = subprotocol
-        self._handshake_headers = tuple(handshake_headers)
+        self._handshake_headers = (
+            handshake_headers if isinstance(handshake_headers, bytes) else tuple(handshake_headers)
+        )
         self._local = local
         self._remote = remote
         self._limits = limits
@@ -106,17 +136,26 @@ class WebSocketConnection:
                 compression.client_window_bits, compression.client_no_context_takeover
             )
             self._deflater = Deflater(compression)
-        self._parser = FrameParser(limits.parser_limits(), inflater)
+        self._parser = FrameParser(limits.parser, inflater)
         self._close_reason: CloseReason | None = None
         self._close_sent = False
-        self._finished = False  # the reader has stopped: no more frames will be read
-        self._finished_lot: ParkingLot | None = None  # aclose() waiting for that
+        self._finished = False  # reading is over: no more frames will be read
+        # The peer broke the protocol: the Close waits until the messages before the bad
+        # frame are handled (or the connection is closed for another reason first).
+        self._failure: ProtocolError | None = None
+        self._finished_waiters: Waiters | None = None  # aclose()/ping() waiting for reads
         self._stream_closed = False
-        # Inbound messages: a bounded deque instead of a memory channel (a few hundred bytes
-        # per idle connection less; ../docs/performance.md).
-        self._inbox = Inbox(limits.inbound_queue)
-        self._out = Outbound(stream, on_lost=self._lost, on_abort=self._close_stream)
+        self._inbox = Inbox()
+        self._out = Outbound(stream, owner=self)
         self._pings = Pings(limits.ping_interval, limits.ping_timeout)
+        self._nursery: trio.Nursery | None = None  # serve()'s: reader and writer tasks
+        self._reading = False  # a task is waiting for (or parsing) bytes right now
+        self._reader_running = False  # a reader task exists
+        self._reader_scope: trio.CancelScope | None = None  # its wait for bytes, to hand back
+        self._reads_wanted = 0  # tasks waiting for something only reading brings (pong, Close)
+        self._episode = 0  # counts the handler's returns from reading (see _left_reading)
+        self._attend_at: float | None = None  # the attendant's pending check, if any
+        self._attend_episode = 0
 
     # -- trio-websocket's interface -------------------------------------------------------
 
@@ -135,10 +174,14 @@ class WebSocketConnection:
 
     @property
     def local(self) -> Endpoint | None:
+        if self._local is _FROM_STREAM:
+            return _endpoint(self._stream, local=True)
         return self._local
 
     @property
     def remote(self) -> Endpoint | None:
+        if self._remote is _FROM_STREAM:
+            return _endpoint(self._stream, local=False)
         return self._remote
 
     @property
@@ -153,16 +196,40 @@ class WebSocketConnection:
     @property
     def handshake_headers(self) -> tuple[tuple[bytes, bytes], ...]:
         """The client's handshake request headers (lowercase names)."""
-        return self._handshake_headers
+        headers = self._handshake_headers
+        return hdr.unpack(headers) if isinstance(headers, bytes) else headers
 
     async def get_message(self) -> str | bytes:
         """The next message; messages that arrived before the peer closed are still delivered,
         then :class:`ConnectionClosed` is raised (as in trio-websocket).  After a local close
-        queued messages are dropped."""
-        try:
-            return await self._inbox.get()
-        except InboxClosed:
-            raise ConnectionClosed(self._close_reason) from None
+        queued messages are dropped.
+
+        With nothing queued and nobody reading, the calling task reads the socket itself
+        (see the module docstring)."""
+        inbox = self._inbox
+        messages = inbox.messages
+        while True:
+            if inbox.discarding:
+                await trio.lowlevel.checkpoint()
+                raise ConnectionClosed(self._close_reason)
+            if messages:
+                # A cancel point without a trip through the scheduler: the next send or
+                # receive of any real handler is a schedule point anyway.
+                await trio.lowlevel.checkpoint_if_cancelled()
+                message = messages.pop(0)
+                if inbox.waiters:
+                    inbox.waiters.wake()  # the reader waiting for room, or the next handler
+                return message
+            if self._finished:
+                await self._conclude()
+                raise ConnectionClosed(self._close_reason)
+            if self._reading or self._reader_running:
+                scope = self._reader_scope
+                if scope is not None and not self._reads_wanted:
+                    scope.cancel()  # the reader task waits for bytes: this task reads them
+                await inbox.waiters.wait()
+            else:
+                await self._read_more(inline=True)
 
     async def send_message(self, message: str | bytes) -> None:
         """Send one message (``str`` as text, bytes as binary).
@@ -176,7 +243,7 @@ class WebSocketConnection:
             raise ConnectionClosed(self._close_reason)
         frame = self._encode(message)
         out = self._out
-        if self._inbox and out.buffered + len(frame) < CORK_BYTES:
+        if self._inbox.messages and out.buffered + len(frame) < CORK_BYTES:
             # More messages are already waiting for this handler, so more sends are likely:
             # queue this frame and let the next write carry them all (one syscall per batch
             # instead of one per message).  The writer flushes it if the handler stops here.
@@ -204,7 +271,12 @@ class WebSocketConnection:
         event = self._pings.register(payload)
         self._out.queue(frames.frame(frames.OP_PING, payload))
         await self._flush()
-        await event.wait()
+        self._reads_wanted += 1
+        try:
+            self._ensure_reader()
+            await event.wait()
+        finally:
+            self._reads_wanted -= 1
         if self._pings.unanswered(payload, event):
             raise ConnectionClosed(self._close_reason)
 
@@ -226,10 +298,7 @@ class WebSocketConnection:
                     await self._flush()
                 except ConnectionClosed:
                     pass  # the peer is gone already: nothing left to wait for
-                while not self._finished:
-                    if self._finished_lot is None:
-                        self._finished_lot = ParkingLot()
-                    await self._finished_lot.park()
+                await self._read_until_finished()
         finally:
             await self._close_stream()
 
@@ -251,25 +320,18 @@ class WebSocketConnection:
             )
         else:
             frame = self._encode(message)
-        out = self._out
-        if out.can_write_now():
-            sent = out.write_now(frame)
-            if sent == len(frame):
-                return True
-            frame = frame[sent:]
-        out.queue(frame, buffered=True)
-        if out.buffered > self._limits.outbound_queue_bytes:
-            self._slow_consumer()
-            return False
-        out.wake()
-        return True
+        return self._push(frame)
 
     def close_nowait(self, code: int = NORMAL, reason: str = "") -> None:
         """Start the closing handshake without waiting (e.g. 1001 for every client at
         shutdown); frames already queued go out first.  The handler's next ``get_message``
-        raises :class:`ConnectionClosed`."""
+        raises :class:`ConnectionClosed` (one already reading returns once the peer answers,
+        or after ``close_timeout``, when the connection is dropped)."""
+        already = self._close_sent
         self._start_close(code, reason)
         self._inbox.discard()
+        if not already:
+            self._out.abort_after(self._limits.close_timeout)
 
     @property
     def outbound_bytes(self) -> int:
@@ -286,32 +348,211 @@ class WebSocketConnection:
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Run ``handler`` in a child task while this task reads, until the connection is
-        closed and the handler has returned.  One nursery serves the whole connection; the
-        writer task is started in it on first need (a connection that only echoes never has
-        one)."""
-        self._pings.start(trio.current_time())
+        """Run ``handler`` in this task until it returns and the connection is closed; with
+        no handler, this task is the reader until the connection is closed.  The nursery
+        holds the reader and writer tasks, started on need (an idle connection has neither:
+        its handler waits in ``get_message``, reading the socket itself)."""
         try:
             async with trio.open_nursery() as nursery:
-                self._out.nursery = nursery
-                if handler is not None:
-                    nursery.start_soon(handler)
+                self._nursery = self._out.nursery = nursery
+                self._pings.start(trio.current_time())
+                self._arm_keepalive()
+                if self._trailing_data:
+                    # Frames the client sent right behind its handshake.
+                    data, self._trailing_data = self._trailing_data, b""
+                    self._consume(data)
                 task_status.started()
                 self._out.start_if_wanted()
-                await self._reader()
-                # The reader stops once the closing handshake is decided; our last frames
-                # (the Close reply) go out, then §7.1.1: the server closes TCP first.
-                grace = SLOW_CONSUMER_GRACE if self._pings.failed else None
-                with trio.move_on_after(grace or self._limits.close_timeout):
-                    try:
-                        await self._flush()
-                    except ConnectionClosed:
-                        pass  # the peer is gone: the stream is closed just below anyway
-                self._out.scope.cancel()
-                await self._close_stream()  # the handler may still run; its I/O now raises
+                self._left_reading()  # nobody reads yet: the handler should, soon
+                if handler is not None:
+                    await handler()
+                await self._read_until_finished()  # no handler: this task is the reader
+                # Reading is over (the closing handshake is decided): our last frames (the
+                # Close reply) go out, then §7.1.1: the server closes TCP first.
+                await self._conclude()
+                self._out.stop()
         finally:
-            self._out.nursery = None
+            self._nursery = self._out.nursery = None
             await self._close_stream()
+
+    # -- reading ------------------------------------------------------------------------------
+
+    async def _read_more(self, *, inline: bool) -> None:
+        """One round of reading: wait for bytes, parse them, act on what they say.  The
+        caller holds the reading role (nobody else reads); ``inline`` when that is a task
+        that called ``get_message``/``aclose``, not the reader task.
+
+        On plain TCP the bytes come straight from the socket (the waiting connection's
+        stack is then four coroutine frames shorter than through trio's ``receive_some``,
+        which this follows: a cancel point first, a schedule point after)."""
+        self._reading = True
+        data: bytes | bytearray | None = b""
+        try:
+            sock = self._sock
+            if sock is None:
+                data = await self._stream.receive_some(RECEIVE_SIZE)
+            else:
+                await trio.lowlevel.checkpoint_if_cancelled()
+                waited = False
+                while True:
+                    fd = sock.fileno()  # -1 once closed: never read a descriptor reused since
+                    if fd < 0 or self._stream_closed:
+                        data = b""
+                        break
+                    try:
+                        data = os.read(fd, RECEIVE_SIZE)
+                    except BlockingIOError:
+                        data = None  # (not waiting in here: the exception would live as long)
+                    except OSError:
+                        data = b""  # reset: the connection is lost
+                        break
+                    if data is not None:
+                        if not waited:
+                            await trio.lowlevel.cancel_shielded_checkpoint()
+                        break
+                    await trio.lowlevel.wait_readable(fd)
+                    waited = True
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            data = b""
+        finally:
+            self._reading = False
+            if inline:
+                self._left_reading()
+        if data:
+            self._consume(data)
+        else:
+            self._lost()  # EOF without a Close frame: 1006 (§7.1.5)
+
+    async def _read_until_finished(self) -> None:
+        """Read (or let whoever reads go on) until reading is over."""
+        while not self._finished:
+            if self._reading or self._reader_running:
+                if self._finished_waiters is None:
+                    self._finished_waiters = Waiters()
+                self._reads_wanted += 1
+                try:
+                    await self._finished_waiters.wait()
+                finally:
+                    self._reads_wanted -= 1
+            elif self._inbox.discarding:
+                await self._read_more(inline=False)  # closing: messages are dropped anyway
+            else:
+                self._reader_running = True
+                await self._reader(handback=False)  # the inbox bound applies
+
+    def _consume(self, data: bytes | bytearray) -> None:
+        """Parse ``data`` and act on every event: messages to the inbox, a pong for each
+        ping, Close answered.  Never waits: replies go out directly or via the writer."""
+        if self._finished:
+            return
+        parser = self._parser
+        error = None
+        try:
+            parser.feed(data, trio.current_time())
+        except ProtocolError as exc:
+            error = exc  # deliver what came before the bad frame first
+        inbox = self._inbox
+        for event in parser.events():
+            if type(event) is str or type(event) is bytes:
+                inbox.add(event)
+            elif isinstance(event, Ping):
+                self._push(frames.frame(frames.OP_PONG, event.payload))
+            elif isinstance(event, Pong):
+                if self._pings.pong(event.payload):
+                    self._arm_keepalive()
+            elif isinstance(event, Close):
+                self._on_close(event)
+                break
+        if inbox.messages and inbox.waiters:
+            inbox.waiters.wake()
+        if error is not None and not self._finished:
+            # §7.1.7 "Fail the WebSocket Connection": Close, then drop TCP (_conclude), once
+            # the messages before the bad frame are handled.
+            self._failure = error
+            self._stop_reading()
+
+    async def _reader(self, handback: bool = True) -> None:
+        """The reader task: reads while the handler is busy elsewhere, and (``handback``)
+        hands the role back once a handler waits in ``get_message`` with nothing queued."""
+        inbox = self._inbox
+        limit = self._limits.inbound_queue
+        try:
+            while not self._finished:
+                if handback and inbox.waiters and not inbox.messages and not self._reads_wanted:
+                    inbox.waiters.wake()  # that handler reads from here on
+                    return
+                if len(inbox.messages) >= limit and not inbox.discarding:
+                    await inbox.waiters.wait()  # full: stop reading, TCP pushes back
+                    continue
+                if handback:
+                    # A handler that comes to get_message cancels the wait (which loses no
+                    # bytes) to take the reading over.
+                    with trio.CancelScope() as self._reader_scope:
+                        await self._read_more(inline=False)
+                    self._reader_scope = None
+                else:
+                    await self._read_more(inline=False)
+            if self._failure is not None:
+                # Let the handler see what came before the bad frame, then fail (bounded:
+                # a handler that never reads does not hold the connection open).
+                with trio.move_on_after(self._limits.close_timeout):
+                    while inbox.messages and not inbox.discarding:
+                        await inbox.waiters.wait()
+            await self._conclude()
+        finally:
+            self._reader_running = False
+            self._reader_scope = None
+
+    def _ensure_reader(self) -> None:
+        """Someone waits for what only reading brings: make sure somebody reads."""
+        if not (self._reading or self._reader_running or self._finished):
+            self._start_reader()
+
+    def _start_reader(self) -> None:
+        """Start the reader task (once reading is over, it just concludes: see _conclude)."""
+        nursery = self._nursery
+        if nursery is None or self._reader_running or self._stream_closed:
+            return
+        self._reader_running = True
+        try:
+            nursery.start_soon(self._reader)
+        except RuntimeError:  # the nursery is closing: the connection is ending anyway
+            self._reader_running = False
+
+    def _left_reading(self) -> None:
+        """A handler stopped reading (it got a message, or was cancelled): from now on
+        nobody reads.  Someone else waiting takes over, or the attendant checks back."""
+        if self._reader_running or self._finished:
+            return
+        if self._inbox.waiters:
+            self._inbox.waiters.wake()  # another get_message: it reads next
+        elif self._reads_wanted:
+            self._start_reader()
+        else:
+            self._episode += 1
+            if self._attend_at is None:
+                self._attend_episode = self._episode
+                self._attend_at = trio.current_time() + ATTEND_AFTER
+                call_at(self._attend_at, self)
+
+    def on_timer(self, when: float) -> None:
+        """The attendant's call (:mod:`gateway.ws.attendant`): the keepalive clock ran out,
+        or it is time to check whether the handler came back to reading."""
+        if when == self._attend_at:
+            self._attend_at = None
+            if self._reading or self._reader_running:
+                pass  # attended
+            elif self._finished:
+                self._start_reader()  # to send the Close (reply) and close TCP, see _reader
+            elif self._episode == self._attend_episode:
+                self._start_reader()  # away the whole time: a reader task takes over
+            else:
+                # Back and away again since: check once more, ATTEND_AFTER from now.
+                self._attend_episode = self._episode
+                self._attend_at = trio.current_time() + ATTEND_AFTER
+                call_at(self._attend_at, self)
+        if when == self._pings.due and not self._close_sent and not self._finished:
+            self._keepalive()  # (once closing, the close has its own deadline)
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -320,14 +561,35 @@ class WebSocketConnection:
             return self._deflater.frame(message)
         return frames.message_frame(message)
 
+    def _push(self, frame: bytes, *, counted: bool = True) -> bool:
+        """Send ``frame`` without waiting: written now if the socket takes it, otherwise
+        queued for the writer task (``counted`` towards the slow-consumer limit)."""
+        out = self._out
+        if out.can_write_now():
+            sent = out.write_now(frame)
+            if sent == len(frame):
+                return True
+            frame = frame[sent:]
+        out.queue(frame, buffered=counted)
+        if counted and out.buffered > self._limits.outbound_queue_bytes:
+            self._slow_consumer()
+            return False
+        out.wake()
+        return True
+
     def _start_close(self, code: int, reason: str) -> None:
-        """Queue our Close frame once (§5.5.1) and record why we are closing."""
+        """Send our Close frame once (§5.5.1) and record why we are closing; a protocol
+        failure of the peer's takes precedence over the code asked for."""
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            code, reason = failure.code, failure.reason
         if self._close_reason is None:
             self._close_reason = CloseReason(code, reason or None)
         if not self._close_sent:
             self._close_sent = True
-            self._out.queue(frames.frame(frames.OP_CLOSE, frames.close_payload(code, reason)))
-            self._out.wake()
+            self._push(
+                frames.frame(frames.OP_CLOSE, frames.close_payload(code, reason)), counted=False
+            )
 
     def _slow_consumer(self) -> None:
         log.info("closing slow consumer (%d bytes queued)", self._out.buffered)
@@ -343,12 +605,32 @@ class WebSocketConnection:
         except OutboundClosed:
             raise ConnectionClosed(self._close_reason) from None
 
+    async def _conclude(self) -> None:
+        """Reading is over: write what is queued (the Close reply), bounded, then close TCP."""
+        if self._stream_closed:
+            return
+        if self._failure is not None:
+            self._start_close(self._failure.code, self._failure.reason)
+        grace = SLOW_CONSUMER_GRACE if self._pings.failed else self._limits.close_timeout
+        with trio.move_on_after(grace):
+            try:
+                await self._flush()
+            except ConnectionClosed:
+                pass  # the peer is gone: the stream is closed just below anyway
+        await self._close_stream()
+
+    def _arm_keepalive(self) -> None:
+        due = self._pings.due
+        if due != math.inf:
+            call_at(due, self)
+
     def _keepalive(self) -> None:
         """The keepalive clock ran out: ping, or, if the last ping was never answered, close
         with 1011 and drop the stream if even that cannot be written."""
         payload = self._pings.tick(trio.current_time())
         if payload is not None:
-            self._out.queue(frames.frame(frames.OP_PING, payload))
+            self._push(frames.frame(frames.OP_PING, payload))
+            self._arm_keepalive()
             return
         limits = self._limits
         log.info("no pong within %.1fs: closing", limits.ping_timeout)
@@ -356,57 +638,8 @@ class WebSocketConnection:
         self._inbox.discard()
         self._out.abort_after(min(limits.close_timeout, SLOW_CONSUMER_GRACE))
 
-    async def _reader(self) -> None:
-        parser = self._parser
-        data: bytes | bytearray = self._trailing_data
-        self._trailing_data = b""
-        try:
-            while True:
-                error = None
-                if data:
-                    try:
-                        parser.feed(data, trio.current_time())
-                    except ProtocolError as exc:
-                        error = exc  # deliver what came before the bad frame first
-                for event in parser.events():
-                    if type(event) is str or type(event) is bytes:
-                        await self._inbox.put(event)
-                    elif isinstance(event, Ping):
-                        self._queue_control(frames.frame(frames.OP_PONG, event.payload))
-                    elif isinstance(event, Pong):
-                        self._pings.pong(event.payload)
-                    elif isinstance(event, Close):
-                        self._on_close(event)
-                        return
-                if error is not None:
-                    # §7.1.7 "Fail the WebSocket Connection": send Close, then drop TCP.
-                    self._fail(error.code, error.reason)
-                    return
-                if self._out.frames and not self._out.writing:
-                    await self._flush()  # pongs and close replies go out from here
-                if self._pings.due == math.inf:
-                    data = await self._stream.receive_some(RECEIVE_SIZE)
-                else:
-                    # The keepalive clock: a cancelled receive_some loses no data (for TLS:
-                    # the handshake is long done), so the wait itself is the timer.
-                    with trio.move_on_at(self._pings.due) as timer:
-                        data = await self._stream.receive_some(RECEIVE_SIZE)
-                    if timer.cancelled_caught:
-                        self._keepalive()
-                        if self._pings.failed:
-                            return  # run() writes the Close (bounded) and drops TCP
-                        data = b""
-                        continue
-                if not data:
-                    self._lost()  # EOF without a Close frame: 1006 (§7.1.5)
-                    return
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            self._lost()
-        finally:
-            self._inbox.end()
-            self._pings.release()
-
     def _on_close(self, event: Close) -> None:
+        self._stop_reading()
         if self._close_sent:
             return  # the reply to our Close: the closing handshake is complete
         # The peer started the closing handshake: echo its code and reason (§5.5.1; browsers
@@ -415,32 +648,51 @@ class WebSocketConnection:
             self._close_reason = CloseReason(event.code, event.reason or None)
         self._close_sent = True
         code = None if event.code == 1005 else event.code
-        self._queue_control(frames.frame(frames.OP_CLOSE, frames.close_payload(code, event.reason)))
+        payload = frames.close_payload(code, event.reason)
+        self._push(frames.frame(frames.OP_CLOSE, payload), counted=False)
 
-    def _fail(self, code: int, reason: str) -> None:
-        """The peer broke the protocol: Close with ``code``; the reader then stops, and the
-        messages that arrived before the bad frame are still delivered."""
-        self._start_close(code, reason)
-
-    def _queue_control(self, frame: bytes) -> None:
-        self._out.queue(frame)  # the reader flushes it after this batch of events
+    def on_write_lost(self) -> None:
+        """:class:`Outbound`'s report: the stream failed under a write."""
+        self._lost()
 
     def _lost(self) -> None:
         if self._close_reason is None:
             self._close_reason = CloseReason(ABNORMAL, None)
-        self._set_finished()
+        self._stop_reading()
 
-    def _set_finished(self) -> None:
+    def _stop_reading(self) -> None:
+        """No more frames will be read: handlers get what is queued, then the end."""
+        if self._finished:
+            return
         self._finished = True
-        if self._finished_lot is not None:
-            self._finished_lot.unpark_all()
+        self._inbox.end()
+        self._pings.release()
+        if self._finished_waiters is not None:
+            self._finished_waiters.wake_all()
+
+    async def abort(self) -> None:
+        """:class:`Outbound`'s grace period ran out: drop the stream."""
+        await self._close_stream()
 
     async def _close_stream(self) -> None:
         if self._stream_closed:
             return
         self._stream_closed = True
         self._out.closed = True
-        self._set_finished()
-        self._inbox.end()  # a reader waiting for inbox room must see the end
+        self._stop_reading()
         with trio.CancelScope(shield=True):
             await self._stream.aclose()
+
+
+def _endpoint(stream: trio.abc.Stream, *, local: bool) -> Endpoint | None:
+    """The socket's address as trio-websocket reports it (computed on use: an idle
+    connection does not keep two address objects)."""
+    secure = isinstance(stream, trio.SSLStream)
+    transport = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
+    if not isinstance(transport, trio.SocketStream):
+        return None
+    try:
+        address = transport.socket.getsockname() if local else transport.socket.getpeername()
+        return Endpoint(address[0], address[1], secure)
+    except (OSError, ValueError, IndexError):
+        return None

@@ -1,76 +1,44 @@
-"""The receiving half's queue: messages waiting for the handler, bounded so that a handler
-that does not read stops the reader (and TCP then pushes back on the client).
+"""The receiving half's queue: messages waiting for the handler.
 
-A short list and two parking lots instead of a trio memory channel: a few hundred bytes less
-per idle connection (docs/performance.md), and ``get`` skips the trip through the scheduler
-when a message is already there.
+A plain list and one :class:`~gateway.ws.waiting.Waiters` instead of a trio memory channel:
+a few hundred bytes less per idle connection (docs/performance.md).  Whoever reads the socket
+(the handler itself inside ``get_message``, or a reader task) appends; the bound is applied by
+the reader task, which stops reading while the inbox is full, so TCP pushes back on the client.
+
+One wait queue serves both sides because they never wait at the same time: handlers wait
+while the inbox is empty, the reader task only while it is full.
 """
 
 from __future__ import annotations
 
-import trio
-from trio.lowlevel import ParkingLot
-
-
-class InboxClosed(Exception):
-    """No more messages: the reader stopped, or the connection is closing locally."""
+from gateway.ws.waiting import Waiters
 
 
 class Inbox:
-    """Messages from the reader task to the handler; see the module docstring."""
+    """Messages from the reader to the handler; see the module docstring."""
 
-    __slots__ = ("_getters", "_limit", "_putter", "discarding", "ended", "messages")
+    __slots__ = ("discarding", "ended", "messages", "waiters")
 
-    def __init__(self, limit: int) -> None:
-        self._limit = limit
+    def __init__(self) -> None:
         self.messages: list[str | bytes] = []  # short (inbound_queue): a list beats a deque
-        self.ended = False  # the reader stopped: no more messages will be added
-        self.discarding = False  # closing locally: drop what arrives, raise on reads
-        self._getters = ParkingLot()  # get() waiting for a message
-        self._putter = ParkingLot()  # the reader waiting for room
+        self.ended = False  # no more messages will be added
+        self.discarding = False  # closing locally: drop what arrives, readers raise
+        self.waiters = Waiters()  # handlers waiting for a message, or the reader for room
 
-    async def get(self) -> str | bytes:
-        """The next message; those that arrived before the end are still delivered, unless
-        the connection is closing locally.  Raises :class:`InboxClosed` after that."""
-        messages = self.messages
-        while not messages or self.discarding:
-            if self.ended or self.discarding:
-                await trio.lowlevel.checkpoint()
-                raise InboxClosed
-            await self._getters.park()
-        # A cancel point without a trip through the scheduler: the next send or receive of
-        # any real handler is a schedule point anyway, and the inbox is bounded.
-        await trio.lowlevel.checkpoint_if_cancelled()
-        message = messages.pop(0)
-        self._putter.unpark()
-        return message
-
-    async def put(self, message: str | bytes) -> None:
-        """Add ``message``, waiting while the inbox is full (the reader stops reading); the
-        message is dropped when discarding or once the inbox has ended."""
-        while len(self.messages) >= self._limit and not self.discarding:
-            if self.ended:
-                return
-            await self._putter.park()
-        if self.discarding or self.ended:
-            return
-        self.messages.append(message)
-        self._getters.unpark()
+    def add(self, message: str | bytes) -> None:
+        if not self.discarding and not self.ended:
+            self.messages.append(message)
 
     def end(self) -> None:
-        """The reader stopped: readers get what is left, then :class:`InboxClosed`; a put
-        waiting for room gives up."""
+        """No more messages: handlers get what is left, then the connection's end."""
         self.ended = True
-        self._getters.unpark_all()
-        self._putter.unpark_all()
+        self.waiters.wake_all()
 
     def discard(self) -> None:
-        """A local close: queued messages are dropped, readers raise, and a reader waiting
-        for room goes on (it must still read the peer's Close)."""
+        """A local close: queued messages are dropped and waiting handlers raise."""
         self.discarding = True
         self.messages.clear()
-        self._getters.unpark_all()
-        self._putter.unpark_all()
+        self.waiters.wake_all()
 
     def __len__(self) -> int:
         return len(self.messages)

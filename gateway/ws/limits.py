@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from gateway.ws.parser import ParserLimits
 
@@ -21,7 +22,9 @@ class Limits:
     ping_interval: float = 20.0  # 0 disables keepalive
     ping_timeout: float = 20.0
 
-    def parser_limits(self) -> ParserLimits:
+    @cached_property
+    def parser(self) -> ParserLimits:
+        """The parser's share, built once (a mount's connections share one :class:`Limits`)."""
         return ParserLimits(
             self.max_message_size, self.max_fragments, self.max_frame_rate, self.frame_burst
         )

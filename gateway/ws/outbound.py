@@ -19,10 +19,21 @@ gives a stuck write a grace period, after which the writer task drops the stream
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import trio
-from trio.lowlevel import ParkingLot
+
+from gateway.ws.waiting import Waiters
+
+
+class Owner(Protocol):
+    """The connection an :class:`Outbound` belongs to."""
+
+    def on_write_lost(self) -> None:
+        """The stream failed under a write."""
+
+    async def abort(self) -> None:
+        """A grace period ran out (:meth:`Outbound.abort_after`): drop the stream."""
 
 
 class OutboundClosed(Exception):
@@ -34,8 +45,7 @@ class Outbound:
 
     __slots__ = (
         "_fd",
-        "_on_abort",
-        "_on_lost",
+        "_owner",
         "_queued",
         "_started",
         "_stream",
@@ -55,22 +65,20 @@ class Outbound:
         self,
         stream: trio.abc.Stream,
         *,
-        on_lost: Callable[[], None],
-        on_abort: Callable[[], Awaitable[None]],
+        owner: Owner,
     ) -> None:
         self._stream = stream
         # The socket's fd for direct writes: plain TCP only (TLS must go through SSLStream).
         self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
-        self._on_lost = on_lost  # the stream failed under a write
-        self._on_abort = on_abort  # a grace period ran out: drop the stream
+        self._owner = owner  # told when a write fails, and when a grace period runs out
         self.frames: list[bytes] = []  # encoded frames, in order
         self.buffered = 0  # bytes queued without anyone waiting for them
         self._queued = 0  # frames ever queued
         self._written = 0  # frames ever handed to the stream (or dropped)
         self.writing = False
-        self._written_lot: ParkingLot | None = None  # flush() callers waiting for their frame
-        self._writer_lot = ParkingLot()
-        self.scope = trio.CancelScope()  # the writer task's
+        self._written_lot = Waiters()  # flush() callers waiting for their frame
+        self._writer_lot = Waiters()  # the writer task, waiting for frames
+        self.scope: trio.CancelScope | None = None  # the writer task's (abort_after's deadline)
         self._started = False
         self._wanted = False
         self.nursery: trio.Nursery | None = None  # where the writer task starts
@@ -109,9 +117,7 @@ class Outbound:
             if self._written >= target:
                 await trio.lowlevel.checkpoint()
                 return
-            if self._written_lot is None:
-                self._written_lot = ParkingLot()
-            await self._written_lot.park()
+            await self._written_lot.wait()
         if self._written >= target:
             await trio.lowlevel.checkpoint()
             return
@@ -125,21 +131,19 @@ class Outbound:
                 try:
                     await self._stream.send_all(data)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    self._on_lost()
+                    self._owner.on_write_lost()
                     raise OutboundClosed from None
                 self._written += len(frames)
-                if self._written_lot is not None:
-                    self._written_lot.unpark_all()
+                self._written_lot.wake_all()
         finally:
             self.writing = False
-            if self._written_lot is not None:
-                self._written_lot.unpark_all()
+            self._written_lot.wake_all()
 
     def wake(self) -> None:
         """Make sure queued frames get written: wake the writer task, or start it in
         :attr:`nursery` the first time it is needed (or once there is a nursery)."""
         if self._started:
-            self._writer_lot.unpark()
+            self._writer_lot.wake()
         elif self.nursery is not None:
             self._started = True
             self.nursery.start_soon(self._writer)
@@ -152,18 +156,30 @@ class Outbound:
             self.wake()
 
     def abort_after(self, grace: float) -> None:
-        """Give whatever write is pending ``grace`` more seconds, then drop the stream."""
+        """Give whatever write is pending ``grace`` more seconds, then drop the stream (the
+        writer task keeps that deadline, so it is started if it was not)."""
+        if self.scope is None:
+            self.scope = trio.CancelScope()
         self.scope.deadline = min(self.scope.deadline, trio.current_time() + grace)
+        self.wake()
+
+    def stop(self) -> None:
+        """The connection is over: the writer task ends."""
+        if self.scope is None:
+            self.scope = trio.CancelScope()
+        self.scope.cancel()
 
     async def _writer(self) -> None:
+        if self.scope is None:
+            self.scope = trio.CancelScope()
         with self.scope:
             while True:
                 if not self.frames:
-                    await self._writer_lot.park()
+                    await self._writer_lot.wait()
                     continue
                 try:
                     await self.flush()
                 except OutboundClosed:
                     return
         if self.scope.cancelled_caught:
-            await self._on_abort()
+            await self._owner.abort()

@@ -1,6 +1,7 @@
 """Pings of one connection: the handler's own (``ws.ping()`` waits for its pong) and the
 keepalive clock (a ping every ``interval``; no pong within ``timeout`` means the peer is gone,
-e.g. half-open TCP).  Pure bookkeeping: the connection sends the frames and reads the clock."""
+e.g. half-open TCP).  Pure bookkeeping: the connection sends the frames, and the attendant
+(:mod:`gateway.ws.attendant`) calls it back at :attr:`Pings.due`."""
 
 from __future__ import annotations
 
@@ -55,20 +56,23 @@ class Pings:
         self.due = now + self._timeout
         return self.payload
 
-    def pong(self, payload: bytes) -> None:
+    def pong(self, payload: bytes) -> bool:
         """A pong answers the keepalive ping with its payload, and every handler ping up to
-        the one with its payload (RFC 6455 §5.5.3: a pong may answer several pings)."""
-        if payload == self.payload:
+        the one with its payload (RFC 6455 §5.5.3: a pong may answer several pings).
+        Returns ``True`` if it answered the keepalive ping (:attr:`due` moved)."""
+        answered = payload == self.payload
+        if answered:
             self.payload = None
             self.due = self._sent + self._interval
         waiters = self._waiters
         if waiters is None or payload not in waiters:
-            return  # unsolicited: a heartbeat, nothing to do
+            return answered  # otherwise unsolicited: a heartbeat, nothing to do
         while waiters:
             key, event = waiters.popitem(last=False)
             event.set()
             if key == payload:
                 break
+        return answered
 
     def release(self) -> None:
         """The connection is gone: wake every handler ping (each then raises)."""

@@ -222,12 +222,12 @@ async def test_slow_consumer_is_closed_with_1013_then_aborted(
 
 async def test_inbound_queue_pushes_back_on_the_peer() -> None:
     async with connected(Limits(inbound_queue=2), lockstep=True) as (ws, peer):
-        # The reader takes 2 queued messages plus the one it holds, then stops reading, so the
-        # peer's next send (lockstep: completes only when read) blocks.
-        for i in range(3):
+        # The reader queues 2 messages, then stops reading, so the peer's next send
+        # (lockstep: completes only when read) blocks.
+        for i in range(2):
             await peer.send(TextMessage(f"m{i}"))
         with trio.move_on_after(0.5) as scope:
-            await peer.send(TextMessage("m3"))
+            await peer.send(TextMessage("m2"))
         assert scope.cancelled_caught
         assert await ws.get_message() == "m0"
 
