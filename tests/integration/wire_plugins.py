@@ -4,6 +4,8 @@ root, from a gateway subprocess)."""
 
 from __future__ import annotations
 
+import trio
+
 from gateway.api import NoOptions, Plugin, Reject, Session, UpgradeRequest, WebSocketConnection
 from gateway.mount import Mount
 
@@ -37,3 +39,11 @@ class Spy(Plugin[NoOptions]):
         self.calls.append(f"handle {session.path}")
         while True:
             await ws.send_message(await ws.get_message())
+
+
+async def deaf(ws: WebSocketConnection, session: Session) -> None:
+    """Never reads: sends ``"tick"`` every 0.1 s (the engine must still answer pings and the
+    client's Close, from a reader task of its own)."""
+    while True:
+        await ws.send_message("tick")
+        await trio.sleep(0.1)

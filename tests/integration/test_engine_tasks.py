@@ -1,0 +1,134 @@
+"""The engine's reading paths over real sockets (gateway.ws.connection's module docstring):
+an idle handler reads its socket itself, straight from the file descriptor; a handler that
+never reads gets a reader task; many frames in one segment and frames cut anywhere arrive the
+same (the byte-by-byte cases of the frame corpus are in test_malformed_frames.py)."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+
+import trio
+import trio.testing
+
+from gateway.ws.connection import ATTEND_AFTER
+from tests.integration.conftest import (
+    OP_CLOSE,
+    OP_TEXT,
+    TIMEOUT,
+    GatewayFactory,
+    Running,
+    masked_frame,
+    new_key,
+    raw_connection,
+    request,
+    upgrade_headers,
+)
+from tests.integration.test_malformed_frames import close_code, open_echo
+from tests.integration.test_malformed_http import rest_until_closed
+
+OP_PING, OP_PONG = 0x9, 0xA
+
+
+def all_tasks() -> Iterator[trio.lowlevel.Task]:
+    def below(task: trio.lowlevel.Task) -> Iterator[trio.lowlevel.Task]:
+        yield task
+        for nursery in task.child_nurseries:
+            for child in nursery.child_tasks:
+                yield from below(child)
+
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+    yield from below(root)
+
+
+def helper_tasks() -> list[str]:
+    """The engine's per-connection helper tasks running now (reader and writer tasks)."""
+    return [
+        task.name
+        for task in all_tasks()
+        if task.name.endswith(("WebSocketConnection._reader", "Outbound._writer"))
+    ]
+
+
+async def test_idle_echo_connections_have_no_helper_tasks(gateway: Running) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with open_echo(gateway) as a, open_echo(gateway) as b:
+            for client in (a, b):
+                await client.send(masked_frame(OP_TEXT, b"hello"))
+                assert await client.read_frame() == (OP_TEXT, True, b"hello")
+            await trio.sleep(ATTEND_AFTER * 4)  # past the attendant's checks
+            assert helper_tasks() == []
+
+
+async def test_many_frames_and_pings_in_one_segment(gateway: Running) -> None:
+    burst = b"".join(
+        masked_frame(OP_TEXT, f"m{i}".encode())
+        + (masked_frame(OP_PING, f"p{i}".encode()) if i % 5 == 0 else b"")
+        for i in range(60)
+    )
+    with trio.fail_after(TIMEOUT):
+        async with open_echo(gateway) as client:
+            await client.send(burst)  # one write: the server reads it all at once
+            got = [await client.read_frame() for _ in range(60 + 12)]
+            # Pongs go out as soon as a batch is parsed, echoes as the handler sends them:
+            # each kind stays in order.
+            assert [p for op, _, p in got if op == OP_TEXT] == [f"m{i}".encode() for i in range(60)]
+            assert [p for op, _, p in got if op == OP_PONG] == [
+                f"p{i}".encode() for i in range(0, 60, 5)
+            ]
+
+
+async def test_a_frame_cut_across_segments_is_reassembled(gateway: Running) -> None:
+    frame = masked_frame(OP_TEXT, "é, cut anywhere".encode())
+    with trio.fail_after(TIMEOUT):
+        async with open_echo(gateway) as client:
+            for cut in (1, 2, 6, len(frame) - 1):
+                await client.send(frame[:cut])
+                await trio.sleep(0.02)  # the server waits for the rest on its socket
+                await client.send(frame[cut:])
+                assert await client.read_frame() == (OP_TEXT, True, "é, cut anywhere".encode())
+
+
+async def test_a_handler_that_never_reads_answers_pings_and_close(
+    start_gateway: GatewayFactory,
+) -> None:
+    changes = {
+        "plugins.deaf.path": "/deaf",
+        "plugins.deaf.use": "tests.integration.wire_plugins:deaf",
+    }
+    async with start_gateway(changes) as gw, raw_connection(gw) as client:
+        with trio.fail_after(TIMEOUT):
+            await client.send(request("GET", "/deaf", upgrade_headers(new_key())))
+            assert (await client.read_response()).status == 101
+            await client.send(masked_frame(OP_PING, b"hi"))
+            while (frame := await client.read_frame())[0] != OP_PONG:
+                assert frame == (OP_TEXT, True, b"tick")
+            assert frame == (OP_PONG, True, b"hi")
+            assert any(name.endswith("_reader") for name in helper_tasks())
+            await client.send(masked_frame(OP_CLOSE, struct.pack("!H", 1000)))
+            while (frame := await client.read_frame())[0] == OP_TEXT:
+                pass
+            assert frame[0] == OP_CLOSE and struct.unpack("!H", frame[2][:2]) == (1000,)
+            assert await rest_until_closed(client) == b""  # the server closed TCP
+
+
+async def test_the_reader_task_goes_once_the_handler_reads_again(gateway: Running) -> None:
+    """/boom's handler reads like an echo: a reader task may appear while it is busy sending,
+    never stays once it waits again."""
+    with trio.fail_after(TIMEOUT):
+        async with open_echo(gateway) as client:
+            big = b"x" * (900 * 1024)  # under max_message_size; 8 of them fill the buffers
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(client.send, masked_frame(0x2, big) * 8)
+                await trio.sleep(ATTEND_AFTER * 6)  # the handler is stuck in send_message
+                assert [n for n in helper_tasks() if n.endswith("_reader")] != []
+                for _ in range(8):
+                    opcode, fin, payload = await client.read_frame()
+                    assert (opcode, fin, len(payload)) == (0x2, True, len(big))
+            await client.send(masked_frame(OP_TEXT, b"again"))
+            assert await client.read_frame() == (OP_TEXT, True, b"again")
+            await trio.sleep(ATTEND_AFTER * 2)
+            assert [n for n in helper_tasks() if n.endswith("_reader")] == []
+            await client.send(masked_frame(OP_CLOSE, struct.pack("!H", 1000)))
+            assert await close_code(client) == 1000
