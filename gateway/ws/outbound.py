@@ -88,7 +88,7 @@ class Outbound:
         """A plain TCP socket, nothing queued, nobody writing: bytes may go out right away."""
         return self._fd >= 0 and not self.writing and not self.frames and not self.closed
 
-    def write_now(self, data: bytes) -> int:
+    def write_now(self, data: bytes | memoryview) -> int:
         """Write what the socket takes without blocking; only when :meth:`can_write_now`.
         Errors are left for the regular path (``send_all``) to report."""
         try:
@@ -124,12 +124,20 @@ class Outbound:
         self.writing = True
         try:
             while self.frames:
+                # A cancel point before the frames are taken: cancelled here, they stay queued.
+                await trio.lowlevel.checkpoint_if_cancelled()
                 frames = self.frames
-                data = frames[0] if len(frames) == 1 else b"".join(frames)
+                data: bytes | memoryview = frames[0] if len(frames) == 1 else b"".join(frames)
                 self.frames = []
                 self.buffered = 0
                 try:
-                    await self._stream.send_all(data)
+                    if self._fd >= 0 and not self.closed:
+                        # Straight to the socket first (trio's send_all costs ~15% of an
+                        # echo's CPU); send_all only for what the kernel did not take.
+                        sent = self.write_now(data)
+                        data = memoryview(data)[sent:] if sent else data
+                    if data:
+                        await self._stream.send_all(data)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     self._owner.on_write_lost()
                     raise OutboundClosed from None
