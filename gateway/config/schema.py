@@ -73,7 +73,7 @@ class WebSocketConfig:
     max_fragments: int = field(default=1024, metadata={"min": 1})
     max_frame_rate: float = field(default=1000.0, metadata={"min": 0})  # 0: no limit
     ping_interval: float = field(default=20.0, metadata={"min": 0})  # 0: no keepalive
-    ping_timeout: float = field(default=20.0, metadata={"min": 0})
+    ping_timeout: float = field(default=20.0, metadata={"min": 0.1})  # 0 would fail every ping
     inbound_queue: int = field(default=16, metadata={"min": 1})
     outbound_queue_bytes: int = field(default=1 * MiB, metadata={"min": 1})
     max_connections: int = field(default=10_000, metadata={"min": 1})

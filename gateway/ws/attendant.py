@@ -33,16 +33,19 @@ class Timed(Protocol):
 
 
 class Attendant:
-    __slots__ = ("_heap", "_scope", "_seq")
+    __slots__ = ("_heap", "_scope", "_seq", "_size_after_sweep")
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, weakref.ref[Timed]]] = []
+        self._size_after_sweep = 0
         self._seq = itertools.count()  # ties run in the order they were asked for
         self._scope: trio.CancelScope | None = None  # the sleep until the earliest entry
 
     def call_at(self, when: float, target: Timed) -> None:
         # (weakref.ref returns the same object for the same target: one per connection.)
         heapq.heappush(self._heap, (when, next(self._seq), weakref.ref(target)))
+        if len(self._heap) > max(1024, 2 * self._size_after_sweep):
+            self._sweep()
         scope = self._scope
         if scope is not None and when < scope.deadline:
             scope.deadline = when
@@ -50,20 +53,27 @@ class Attendant:
     def __len__(self) -> int:
         return len(self._heap)
 
+    def _sweep(self) -> None:
+        """Drop the entries of connections that are gone (many short connections would
+        otherwise leave one per keepalive interval's worth of them)."""
+        self._heap = [entry for entry in self._heap if entry[2]() is not None]
+        heapq.heapify(self._heap)
+        self._size_after_sweep = len(self._heap)
+
     async def run(self) -> None:
-        heap = self._heap
         while True:
             now = trio.current_time()
-            while heap and heap[0][0] <= now:
-                when, _, ref = heapq.heappop(heap)
+            while self._heap and self._heap[0][0] <= now:
+                when, _, ref = heapq.heappop(self._heap)
                 target = ref()
-                if target is None:
-                    continue
-                try:
-                    target.on_timer(when)
-                except Exception:
-                    log.exception("timer of %r failed", target)
-            with trio.CancelScope(deadline=heap[0][0] if heap else math.inf) as self._scope:
+                if target is not None:
+                    try:
+                        target.on_timer(when)
+                    except Exception:
+                        log.exception("timer of %r failed", target)
+                del ref, target  # not kept alive while the attendant sleeps
+            deadline = self._heap[0][0] if self._heap else math.inf
+            with trio.CancelScope(deadline=deadline) as self._scope:
                 await trio.sleep_forever()
             self._scope = None
 

@@ -224,9 +224,7 @@ class WebSocketConnection:
                 await self._conclude()
                 raise ConnectionClosed(self._close_reason)
             if self._reading or self._reader_running:
-                scope = self._reader_scope
-                if scope is not None and not self._reads_wanted:
-                    scope.cancel()  # the reader task waits for bytes: this task reads them
+                self._maybe_hand_back(getting=True)
                 await inbox.waiters.wait()
             else:
                 await self._read_more(inline=True)
@@ -258,13 +256,17 @@ class WebSocketConnection:
             sent = out.write_now(frame)
             if sent == len(frame):
                 return
-            frame = frame[sent:]
-        out.queue(frame)
+            if sent:
+                out.queue_rest(frame[sent:])
+            else:
+                out.queue(frame)
+        else:
+            out.queue(frame)
         await self._flush()
 
     async def ping(self, payload: bytes | None = None) -> None:
         """Send a ping and wait for the matching pong (a pong answers every earlier ping too)."""
-        if self._close_reason is not None:
+        if self._close_reason is not None or self._finished:
             raise ConnectionClosed(self._close_reason)
         if payload is None:
             payload = os.urandom(4)
@@ -277,6 +279,7 @@ class WebSocketConnection:
             await event.wait()
         finally:
             self._reads_wanted -= 1
+            self._maybe_hand_back()
         if self._pings.unanswered(payload, event):
             raise ConnectionClosed(self._close_reason)
 
@@ -363,9 +366,14 @@ class WebSocketConnection:
                     self._consume(data)
                 task_status.started()
                 self._out.start_if_wanted()
-                self._left_reading()  # nobody reads yet: the handler should, soon
+                if self._finished:
+                    self._start_reader()  # a Close (or a bad frame) came with the handshake
+                else:
+                    self._left_reading()  # nobody reads yet: the handler should, soon
                 if handler is not None:
                     await handler()
+                    # Nobody takes messages any more: reading goes on only for the Close.
+                    self._inbox.discard()
                 await self._read_until_finished()  # no handler: this task is the reader
                 # Reading is over (the closing handshake is decided): our last frames (the
                 # Close reply) go out, then §7.1.1: the server closes TCP first.
@@ -434,6 +442,7 @@ class WebSocketConnection:
                     await self._finished_waiters.wait()
                 finally:
                     self._reads_wanted -= 1
+                    self._maybe_hand_back()
             elif self._inbox.discarding:
                 await self._read_more(inline=False)  # closing: messages are dropped anyway
             else:
@@ -503,6 +512,16 @@ class WebSocketConnection:
             self._reader_running = False
             self._reader_scope = None
 
+    def _maybe_hand_back(self, *, getting: bool = False) -> None:
+        """A handler waits in ``get_message`` (``getting``: the caller is about to) with
+        nothing queued and nobody else needs reads: the reader task's wait for bytes is
+        cancelled (which loses none) and that handler reads from there on."""
+        scope = self._reader_scope
+        if scope is None or self._reads_wanted or self._inbox.messages:
+            return
+        if getting or self._inbox.waiters:
+            scope.cancel()
+
     def _ensure_reader(self) -> None:
         """Someone waits for what only reading brings: make sure somebody reads."""
         if not (self._reading or self._reader_running or self._finished):
@@ -569,8 +588,12 @@ class WebSocketConnection:
             sent = out.write_now(frame)
             if sent == len(frame):
                 return True
-            frame = frame[sent:]
-        out.queue(frame, buffered=counted)
+            if sent:
+                out.queue_rest(frame[sent:], buffered=counted)
+            else:
+                out.queue(frame, buffered=counted)
+        else:
+            out.queue(frame, buffered=counted)
         if counted and out.buffered > self._limits.outbound_queue_bytes:
             self._slow_consumer()
             return False
@@ -675,8 +698,11 @@ class WebSocketConnection:
         await self._close_stream()
 
     async def _close_stream(self) -> None:
+        self._pings.release()  # (a ping registered after reading stopped must not hang)
         if self._stream_closed:
             return
+        if self._close_reason is None:
+            self._close_reason = CloseReason(ABNORMAL, None)  # e.g. serve() was cancelled
         self._stream_closed = True
         self._out.closed = True
         self._stop_reading()

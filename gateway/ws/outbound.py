@@ -5,25 +5,33 @@ Three ways out, cheapest first:
 
 * **direct write** — nothing queued and nobody writing on a plain TCP socket: ``os.write`` on
   the non-blocking fd takes what the kernel accepts, no task switch (asyncio's
-  ``transport.write`` works the same way); the rest is queued;
+  ``transport.write`` works the same way); the rest is queued, first in line;
 * **flush** — a task that must know its frame is out (``send_message``) queues it and becomes
-  the writer: one ``send_all`` for everything queued, then whatever was queued meanwhile;
-  other tasks wait until the writer has covered their frames;
-* **writer task** — frames queued by someone who must not wait (a broadcast, a close started
-  from outside) are flushed by a task started on first need in the connection's nursery.
+  the writer: everything queued goes out in one write (straight to the socket, waiting for it
+  to be writable; ``send_all`` on other streams), then whatever was queued meanwhile; other
+  tasks wait until the writer has covered their frames;
+* **writer task** — frames queued by someone who must not wait (a broadcast, a pong, a close
+  started from outside) are flushed by a task started on need in the connection's nursery;
+  it ends after a second with nothing to write, so an idle connection does not keep it.
 
-``buffered`` counts the bytes queued that way, for the slow-consumer limit; :meth:`abort_after`
-gives a stuck write a grace period, after which the writer task drops the stream.
+A frame is never cut: a write cancelled half way puts the rest back first in line (the writer
+task finishes it), and a slow consumer's dropped queue keeps a frame whose start is already
+out.  Accounting is in bytes: ``buffered`` counts the bytes queued without a waiter until
+they are written (in flight included), for the slow-consumer limit; :meth:`abort_after` gives
+a stuck write a grace period, after which the writer task drops the stream.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Protocol
 
 import trio
 
 from gateway.ws.waiting import Waiters
+
+WRITER_LINGER = 1.0  # seconds the writer task waits for more frames before it ends
 
 
 class Owner(Protocol):
@@ -44,9 +52,11 @@ class Outbound:
     """See the module docstring.  Owned by one :class:`WebSocketConnection`."""
 
     __slots__ = (
-        "_fd",
+        "_drops",
         "_owner",
+        "_partial",
         "_queued",
+        "_sock",
         "_started",
         "_stream",
         "_wanted",
@@ -61,20 +71,17 @@ class Outbound:
         "writing",
     )
 
-    def __init__(
-        self,
-        stream: trio.abc.Stream,
-        *,
-        owner: Owner,
-    ) -> None:
+    def __init__(self, stream: trio.abc.Stream, *, owner: Owner) -> None:
         self._stream = stream
-        # The socket's fd for direct writes: plain TCP only (TLS must go through SSLStream).
-        self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
+        # The socket for direct writes: plain TCP only (TLS must go through SSLStream).
+        self._sock = stream.socket if isinstance(stream, trio.SocketStream) else None
         self._owner = owner  # told when a write fails, and when a grace period runs out
         self.frames: list[bytes] = []  # encoded frames, in order
-        self.buffered = 0  # bytes queued without anyone waiting for them
-        self._queued = 0  # frames ever queued
-        self._written = 0  # frames ever handed to the stream (or dropped)
+        self._partial = False  # frames[0] is the rest of a frame whose start is out
+        self.buffered = 0  # bytes queued without anyone waiting for them, until written
+        self._queued = 0  # bytes ever queued
+        self._written = 0  # bytes ever written of those (or dropped)
+        self._drops = 0  # times the queue was dropped (a flush waiting across one fails)
         self.writing = False
         self._written_lot = Waiters()  # flush() callers waiting for their frame
         self._writer_lot = Waiters()  # the writer task, waiting for frames
@@ -86,38 +93,57 @@ class Outbound:
 
     def can_write_now(self) -> bool:
         """A plain TCP socket, nothing queued, nobody writing: bytes may go out right away."""
-        return self._fd >= 0 and not self.writing and not self.frames and not self.closed
+        return self._sock is not None and not self.writing and not self.frames and not self.closed
+
+    def _fd(self) -> int:
+        """The socket's descriptor, -1 once closed (never write to a descriptor reused since)."""
+        sock = self._sock
+        return -1 if sock is None or self.closed else sock.fileno()
 
     def write_now(self, data: bytes | memoryview) -> int:
         """Write what the socket takes without blocking; only when :meth:`can_write_now`.
-        Errors are left for the regular path (``send_all``) to report."""
+        Errors are left for the regular path (:meth:`flush`) to report."""
+        fd = self._fd()
+        if fd < 0:
+            return 0
         try:
-            return os.write(self._fd, data)
+            return os.write(fd, data)
         except OSError:
             return 0
 
     def queue(self, frame: bytes, *, buffered: bool = False) -> None:
         """Append ``frame``; ``buffered`` counts it towards the slow-consumer limit."""
         self.frames.append(frame)
-        self._queued += 1
+        self._queued += len(frame)
         if buffered:
             self.buffered += len(frame)
 
+    def queue_rest(self, rest: bytes, *, buffered: bool = False) -> None:
+        """Queue the rest of a frame whose start :meth:`write_now` wrote (so nothing else was
+        queued): it must go out whole, even if the queue is dropped."""
+        self.queue(rest, buffered=buffered)
+        self._partial = True
+
     def drop(self) -> None:
-        """Forget everything queued (a slow consumer is being closed)."""
-        self._written += len(self.frames)  # nobody waits for them any more
-        self.frames.clear()
-        self.buffered = 0
+        """Forget what is queued (a slow consumer is being closed), but for the rest of a frame
+        already started; flushes waiting for dropped frames fail."""
+        keep = self.frames[:1] if self._partial else []
+        self._written += sum(len(frame) for frame in self.frames[len(keep) :])
+        self.frames = keep
+        self.buffered = sum(len(frame) for frame in keep)
+        self._drops += 1
+        self._written_lot.wake_all()
 
     async def flush(self) -> None:
         """Return once every frame queued so far is written, in order; see the module
-        docstring.  Raises :class:`OutboundClosed` if the stream fails."""
+        docstring.  Raises :class:`OutboundClosed` if the stream fails, or if the frames were
+        dropped meanwhile."""
         target = self._queued
-        while self.writing:
-            if self._written >= target:
-                await trio.lowlevel.checkpoint()
-                return
+        drops = self._drops
+        while self.writing and self._written < target:
             await self._written_lot.wait()
+            if self._drops != drops:
+                raise OutboundClosed
         if self._written >= target:
             await trio.lowlevel.checkpoint()
             return
@@ -127,29 +153,68 @@ class Outbound:
                 # A cancel point before the frames are taken: cancelled here, they stay queued.
                 await trio.lowlevel.checkpoint_if_cancelled()
                 frames = self.frames
-                data: bytes | memoryview = frames[0] if len(frames) == 1 else b"".join(frames)
+                data = frames[0] if len(frames) == 1 else b"".join(frames)
+                in_batch = self.buffered
                 self.frames = []
-                self.buffered = 0
+                self._partial = False
                 try:
-                    if self._fd >= 0 and not self.closed:
-                        # Straight to the socket first (trio's send_all costs ~15% of an
-                        # echo's CPU); send_all only for what the kernel did not take.
-                        sent = self.write_now(data)
-                        data = memoryview(data)[sent:] if sent else data
-                    if data:
-                        await self._stream.send_all(data)
+                    if self._sock is not None:
+                        await self._write_all(data)
+                    else:
+                        await self._send_all(data)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     self._owner.on_write_lost()
                     raise OutboundClosed from None
-                self._written += len(frames)
+                self.buffered = max(0, self.buffered - in_batch)
                 self._written_lot.wake_all()
+            if self._drops != drops:
+                raise OutboundClosed
         finally:
             self.writing = False
             self._written_lot.wake_all()
 
+    async def _write_all(self, data: bytes) -> None:
+        """Write ``data`` straight to the socket, waiting for it to be writable as needed
+        (trio's ``send_all`` costs ~15% of an echo's CPU).  Cancelled, the unwritten rest goes
+        back first in line and the writer task finishes it: a frame is never cut."""
+        view = memoryview(data)
+        try:
+            while view:
+                fd = self._fd()
+                if fd < 0:
+                    raise trio.ClosedResourceError("the stream was closed")
+                try:
+                    sent = os.write(fd, view)
+                except BlockingIOError:
+                    sent = 0
+                except OSError as exc:
+                    raise trio.BrokenResourceError(f"socket write failed: {exc}") from None
+                if sent:
+                    view = view[sent:]
+                    self._written += sent
+                else:
+                    await trio.lowlevel.wait_writable(fd)
+        except trio.Cancelled:
+            if view:
+                self.frames.insert(0, bytes(view))
+                self._partial = True
+                self.wake()
+            raise
+
+    async def _send_all(self, data: bytes) -> None:
+        """Other streams (TLS, memory): ``send_all``, after which a cancelled write leaves the
+        stream in an unknown state, so the connection is lost."""
+        try:
+            await self._stream.send_all(data)
+        except trio.Cancelled:
+            self.closed = True
+            self._owner.on_write_lost()
+            raise
+        self._written += len(data)
+
     def wake(self) -> None:
         """Make sure queued frames get written: wake the writer task, or start it in
-        :attr:`nursery` the first time it is needed (or once there is a nursery)."""
+        :attr:`nursery` (or once there is a nursery)."""
         if self._started:
             self._writer_lot.wake()
         elif self.nursery is not None:
@@ -180,14 +245,24 @@ class Outbound:
     async def _writer(self) -> None:
         if self.scope is None:
             self.scope = trio.CancelScope()
-        with self.scope:
+        scope = self.scope
+        with scope:
             while True:
-                if not self.frames:
-                    await self._writer_lot.wait()
+                if self.frames:
+                    try:
+                        await self.flush()
+                    except OutboundClosed:
+                        return
                     continue
-                try:
-                    await self.flush()
-                except OutboundClosed:
+                if scope.deadline != math.inf:
+                    await self._writer_lot.wait()  # an abort is pending: stay to carry it out
+                    continue
+                with trio.move_on_after(WRITER_LINGER) as idle:
+                    await self._writer_lot.wait()
+                if idle.cancelled_caught and not self.frames and scope.deadline == math.inf:
+                    # Nothing to write for a while: end (an idle connection keeps no writer).
+                    self._started = False
+                    self.scope = None
                     return
-        if self.scope.cancelled_caught:
+        if scope.cancelled_caught:
             await self._owner.abort()

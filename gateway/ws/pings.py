@@ -39,8 +39,11 @@ class Pings:
 
     def unanswered(self, payload: bytes, event: trio.Event) -> bool:
         """After ``event`` fired: ``True`` if it was released by the close, not by a pong."""
-        if self._waiters is not None and self._waiters.get(payload) is event:
-            del self._waiters[payload]
+        waiters = self._waiters
+        if waiters is not None and waiters.get(payload) is event:
+            del waiters[payload]
+            if not waiters:
+                self._waiters = None
             return True
         return False
 
@@ -72,6 +75,8 @@ class Pings:
             event.set()
             if key == payload:
                 break
+        if not waiters:
+            self._waiters = None  # (an idle connection keeps no empty dict)
         return answered
 
     def release(self) -> None:

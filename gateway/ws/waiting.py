@@ -31,6 +31,8 @@ class Waiters:
 
         def abort(_: object) -> Abort:
             tasks.remove(task)  # still parked: wake() pops before it reschedules
+            if not tasks and self._tasks is tasks:
+                self._tasks = None
             return Abort.SUCCEEDED
 
         await wait_task_rescheduled(abort)

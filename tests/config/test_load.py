@@ -67,6 +67,7 @@ def test_mount_keys_override_websocket_defaults() -> None:
             "plugins.a.max_message_size: expected int",
         ),
         ({"plugins": {"a": mount(auth="yes")}}, "plugins.a.auth: expected one of"),
+        ({"plugins": {"a": mount(ping_timeout=0)}}, "plugins.a.ping_timeout: must be >= 0.1"),
         ({"plugins": {"a": mount("echo")}}, "plugins.a.path: invalid path 'echo'"),
         ({"plugins": {"a b": mount()}}, "plugins.a b: mount names use"),
         ({"plugins": {"a": mount("/healthz")}}, "plugins.a.path: '/healthz' shadows the health"),

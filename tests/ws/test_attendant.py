@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import weakref
 
 import pytest
 import trio
@@ -69,3 +70,25 @@ async def test_a_failing_callback_is_logged_and_the_rest_still_run(
         await trio.sleep(2)
     assert [name for name, _, _ in calls] == ["fine"]
     assert any("boom" in (r.exc_text or "") or r.exc_info for r in caplog.records)
+
+
+async def test_the_last_target_called_is_not_kept_alive(autojump_clock: trio.abc.Clock) -> None:
+    calls: list[tuple[str, float, float]] = []
+    target = Recorder(calls, "called")
+    alive = weakref.ref(target)
+    attendant.call_at(trio.current_time() + 1, target)
+    await trio.sleep(2)  # called; the attendant sleeps again
+    assert len(calls) == 1
+    del target
+    gc.collect()
+    assert alive() is None
+
+
+async def test_entries_of_targets_that_are_gone_are_swept() -> None:
+    current = attendant.attendant()
+    far = trio.current_time() + 3600
+    for _ in range(5000):  # short-lived connections, each with a keepalive far ahead
+        attendant.call_at(far, Recorder([], "short"))
+    kept = Recorder([], "kept")
+    attendant.call_at(far, kept)
+    assert len(current) < 2100  # swept as it grew: not 5001

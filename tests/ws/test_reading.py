@@ -15,7 +15,7 @@ from trio_websocket import ConnectionClosed
 from wsproto.events import CloseConnection, Ping, Pong, TextMessage
 
 from gateway.ws.connection import ATTEND_AFTER, Limits, WebSocketConnection
-from tests.ws.peer import Peer
+from tests.ws.peer import Peer, masked_frame
 
 Handler = Callable[[WebSocketConnection], Awaitable[None]]
 DEFAULT = Limits()
@@ -209,3 +209,95 @@ async def test_a_handler_returning_early_leaves_the_reading_to_serve() -> None:
         assert await peer.read_to_eof(timeout=2) == b""
         await trio.testing.wait_all_tasks_blocked()
         assert tasks_below(nursery) == []
+
+
+# -- what a review of the one-task engine found (each failed before its fix) ----------------
+
+
+async def test_ping_after_a_protocol_failure_raises_instead_of_hanging() -> None:
+    outcome: list[object] = []
+
+    async def handler(ws: WebSocketConnection) -> None:
+        outcome.append(await ws.get_message())
+        with pytest.raises(ConnectionClosed):
+            await ws.ping(b"x")
+        outcome.append("raised")
+
+    async with serving(handler) as (_, peer, _nursery):
+        with trio.fail_after(5):
+            # A good message, then an unmasked frame (1002), in one segment.
+            await peer.raw(masked_frame(0x1, b"hello") + masked_frame(0x1, b"bad", mask=False))
+            assert (await peer.close_event()).code == 1002
+            await trio.testing.wait_all_tasks_blocked()
+            assert outcome == ["hello", "raised"]
+
+
+async def test_a_ping_from_another_task_leaves_no_reader_behind() -> None:
+    async def handler(ws: WebSocketConnection) -> None:
+        async def heartbeat() -> None:
+            await trio.sleep(0.1)
+            await ws.ping()
+
+        async with trio.open_nursery() as inner:
+            inner.start_soon(heartbeat)
+            await echo(ws)
+
+    for _ in range(5):  # the order the scheduler picks matters: try a few
+        async with serving(handler) as (_, peer, nursery):
+            with trio.fail_after(5):
+                await peer.send(TextMessage("a"))
+                assert await peer.message() == "a"
+                event = await peer.next_event()
+                assert isinstance(event, Ping)
+                await peer.send(event.response())
+                await trio.sleep(ATTEND_AFTER * 4)
+                assert "_reader" not in tasks_below(nursery)
+
+
+@pytest.mark.parametrize("frame", [b"close", b"bad"])
+async def test_a_close_sent_with_the_handshake_is_finished_without_the_handler(
+    frame: bytes,
+) -> None:
+    trailing = (
+        masked_frame(0x8, (1000).to_bytes(2, "big"))
+        if frame == b"close"
+        else masked_frame(0x1, b"x", mask=False)
+    )
+    client, server = trio.testing.memory_stream_pair()
+    ws = WebSocketConnection(server, path="/t", trailing_data=trailing)
+
+    async def busy() -> None:
+        await trio.sleep(3)  # never reads
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ws.serve, busy)
+        peer = Peer(client)
+        with trio.fail_after(2):
+            event = await peer.close_event()
+            assert event.code == (1000 if frame == b"close" else 1002)
+            assert await peer.read_to_eof() == b""  # and the server closed TCP
+        nursery.cancel_scope.cancel()
+
+
+async def test_serve_ends_when_the_handler_returns_with_messages_unread() -> None:
+    async def leave(ws: WebSocketConnection) -> None:
+        await trio.sleep(0.2)  # meanwhile more than inbound_queue messages arrive
+
+    async with serving(leave, Limits(inbound_queue=2)) as (ws, peer, nursery):
+        with trio.fail_after(5):
+            for i in range(5):
+                await peer.send(TextMessage(f"m{i}"))
+            await trio.sleep(0.3)
+            await peer.send(CloseConnection(1000))
+            assert (await peer.close_event()).code == 1000
+            await trio.testing.wait_all_tasks_blocked()
+            assert tasks_below(nursery) == []
+            assert ws.closed is not None
+
+
+async def test_closed_says_1006_after_serve_is_cancelled() -> None:
+    async with serving(echo) as (ws, _, nursery):
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+    assert ws.closed is not None and ws.closed.code == 1006
+    assert not ws.send_nowait("too late")

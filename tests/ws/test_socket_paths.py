@@ -15,6 +15,7 @@ from trio_websocket import ConnectionClosed
 from wsproto.events import BytesMessage, Ping, Pong, TextMessage
 
 from gateway.ws.connection import Limits, WebSocketConnection
+from gateway.ws.outbound import WRITER_LINGER
 from tests.ws.peer import Peer, masked_frame
 
 Handler = Callable[[WebSocketConnection], Awaitable[None]]
@@ -130,3 +131,128 @@ async def test_a_peer_that_goes_away_during_a_stalled_send_ends_it_cleanly() -> 
             await failed.wait()
             assert ws.closed is not None
             assert ws.closed.code == 1006
+
+
+# -- what a review of the one-task engine found (each failed before its fix) ----------------
+
+
+async def read_raw(peer: Peer, seconds: float) -> bytes:
+    """Every byte the server sends within ``seconds`` (or until it closes)."""
+    raw = bytearray()
+    with trio.move_on_after(seconds):
+        while data := await peer.stream.receive_some(65536):
+            raw += data
+    return bytes(raw)
+
+
+def first_frame_length(raw: bytes) -> int:
+    assert raw[1] & 0x7F == 127, raw[:2]  # the 64-bit length form in these tests
+    return int.from_bytes(raw[2:10], "big")
+
+
+async def test_a_send_cancelled_mid_write_still_sends_its_frame_whole() -> None:
+    cancelled: list[bool] = []
+
+    async def impatient(ws: WebSocketConnection) -> None:
+        with trio.move_on_after(0.2) as scope:
+            await ws.send_message(b"A" * 1_000_000)  # the peer does not read yet
+        cancelled.append(scope.cancelled_caught)
+        await ws.send_message("after")
+        await trio.sleep_forever()
+
+    async with over_a_socket(impatient) as (_, peer):
+        with trio.fail_after(10):
+            await trio.sleep(0.5)
+            assert await peer.message() == b"A" * 1_000_000  # whole, not cut by "after"
+            assert await peer.message() == "after"
+            assert cancelled == [True]
+
+
+async def test_a_slow_consumer_close_never_cuts_a_frame_already_started() -> None:
+    async def broadcast(ws: WebSocketConnection) -> None:
+        assert ws.send_nowait(b"A" * 100_000)  # partly written now, the rest queued
+        assert not ws.send_nowait(b"B" * 200_000)  # over the limit: 1013
+        await trio.sleep_forever()
+
+    async with over_a_socket(broadcast, Limits(outbound_queue_bytes=250_000)) as (ws, peer):
+        with trio.fail_after(10):
+            await trio.sleep(0.1)
+            assert await peer.message() == b"A" * 100_000
+            event = await peer.close_event()
+            assert (event.code, event.reason) == (1013, "slow consumer")
+            assert ws.closed is not None and ws.closed.code == 1013
+
+
+async def test_the_slow_consumer_limit_counts_bytes_being_written() -> None:
+    accepted: list[int] = []
+    limit, chunk = 100_000, b"x" * 10_000
+    refused = trio.Event()
+
+    async def broadcast(ws: WebSocketConnection) -> None:
+        for _ in range(9):
+            assert ws.send_nowait(chunk)
+            accepted.append(len(chunk))
+        await trio.sleep(0.05)  # the writer task took the batch; it is stuck in the kernel
+        assert ws.outbound_bytes > 50_000  # still counted while in flight
+        while ws.send_nowait(chunk):
+            accepted.append(len(chunk))
+        refused.set()
+        await trio.sleep_forever()
+
+    async with over_a_socket(broadcast, Limits(outbound_queue_bytes=limit)) as (ws, _):
+        with trio.fail_after(10):
+            await refused.wait()
+        assert ws.closed is not None and ws.closed.code == 1013
+    assert sum(accepted) <= limit + len(chunk)
+
+
+async def test_a_send_waiting_for_frames_that_were_dropped_raises() -> None:
+    outcome: list[str] = []
+
+    async def sender(ws: WebSocketConnection) -> None:
+        async def big() -> None:
+            try:
+                await ws.send_message(b"S" * 300_000)
+                outcome.append("sent")
+            except ConnectionClosed:
+                outcome.append("closed")
+
+        async with trio.open_nursery() as nursery:
+            assert ws.send_nowait(b"A" * 50_000)  # starts the queue
+            nursery.start_soon(big)
+            await trio.sleep(0.05)
+            ws.send_nowait(b"B" * 300_000)  # over the limit: the queue is dropped
+
+    async with over_a_socket(sender, Limits(outbound_queue_bytes=200_000)) as (ws, peer):
+        with trio.fail_after(10):
+            await trio.sleep(0.2)
+            await read_raw(peer, 1.5)
+            assert outcome == ["closed"]
+            assert ws.closed is not None and ws.closed.code == 1013
+
+
+async def test_the_writer_task_ends_once_there_is_nothing_to_write() -> None:
+    async def burst_then_idle(ws: WebSocketConnection) -> None:
+        for i in range(200):
+            ws.send_nowait(f"{i:04d}" + "x" * 1000)  # past the kernel buffer: the writer
+        await echo(ws)
+
+    async with over_a_socket(burst_then_idle) as (_, peer):
+        with trio.fail_after(10):
+            for i in range(200):
+                assert await peer.message() == f"{i:04d}" + "x" * 1000
+            await trio.sleep(WRITER_LINGER + 0.3)
+            assert writer_tasks() == []
+
+
+def writer_tasks() -> list[str]:
+    def below(task: trio.lowlevel.Task) -> list[str]:
+        names = [task.name] if task.name.endswith("Outbound._writer") else []
+        for nursery in task.child_nurseries:
+            for child in nursery.child_tasks:
+                names += below(child)
+        return names
+
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+    return below(root)
