@@ -556,7 +556,9 @@ class WebSocketConnection:
 
     def on_timer(self, when: float) -> None:
         """The attendant's call (:mod:`gateway.ws.attendant`): the keepalive clock ran out,
-        or it is time to check whether the handler came back to reading."""
+        or it is time to check whether the handler came back to reading.  Either way, a
+        writer task idle since the last call ends."""
+        self._out.retire_if_idle()
         if when == self._attend_at:
             self._attend_at = None
             if self._reading or self._reader_running:

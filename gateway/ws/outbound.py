@@ -12,7 +12,8 @@ Three ways out, cheapest first:
   tasks wait until the writer has covered their frames;
 * **writer task** — frames queued by someone who must not wait (a broadcast, a pong, a close
   started from outside) are flushed by a task started on need in the connection's nursery;
-  it ends after a second with nothing to write, so an idle connection does not keep it.
+  it ends when the connection's timers (:meth:`retire_if_idle`) find it has written nothing
+  since they last looked, so an idle connection does not keep it.
 
 A frame is never cut: a write cancelled half way puts the rest back first in line (the writer
 task finishes it), and a slow consumer's dropped queue keeps a frame whose start is already
@@ -30,8 +31,6 @@ from typing import Protocol
 import trio
 
 from gateway.ws.waiting import Waiters
-
-WRITER_LINGER = 1.0  # seconds the writer task waits for more frames before it ends
 
 
 class Owner(Protocol):
@@ -52,10 +51,13 @@ class Outbound:
     """See the module docstring.  Owned by one :class:`WebSocketConnection`."""
 
     __slots__ = (
+        "_batches",
+        "_batches_seen",
         "_drops",
         "_owner",
         "_partial",
         "_queued",
+        "_retiring",
         "_sock",
         "_started",
         "_stream",
@@ -88,6 +90,9 @@ class Outbound:
         self.scope: trio.CancelScope | None = None  # the writer task's (abort_after's deadline)
         self._started = False
         self._wanted = False
+        self._batches = 0  # batches the writer task wrote
+        self._batches_seen = 0  # ...when retire_if_idle last looked
+        self._retiring = False
         self.nursery: trio.Nursery | None = None  # where the writer task starts
         self.closed = False
 
@@ -103,11 +108,11 @@ class Outbound:
     def write_now(self, data: bytes | memoryview) -> int:
         """Write what the socket takes without blocking; only when :meth:`can_write_now`.
         Errors are left for the regular path (:meth:`flush`) to report."""
-        fd = self._fd()
-        if fd < 0:
+        sock = self._sock
+        if sock is None or self.closed:
             return 0
         try:
-            return os.write(fd, data)
+            return os.write(sock.fileno(), data)  # (-1 once closed: EBADF, never a reused fd)
         except OSError:
             return 0
 
@@ -236,6 +241,20 @@ class Outbound:
         self.scope.deadline = min(self.scope.deadline, trio.current_time() + grace)
         self.wake()
 
+    def retire_if_idle(self) -> None:
+        """Called now and then (the connection's timers): a writer task that has written
+        nothing since the last call, with nothing queued and no abort pending, ends."""
+        if not self._started or self.frames or self.writing or self._abort_pending():
+            self._batches_seen = self._batches
+        elif self._batches == self._batches_seen:
+            self._retiring = True
+            self._writer_lot.wake()
+        else:
+            self._batches_seen = self._batches
+
+    def _abort_pending(self) -> bool:
+        return self.scope is not None and self.scope.deadline != math.inf
+
     def stop(self) -> None:
         """The connection is over: the writer task ends."""
         if self.scope is None:
@@ -249,20 +268,18 @@ class Outbound:
         with scope:
             while True:
                 if self.frames:
+                    self._retiring = False
                     try:
                         await self.flush()
                     except OutboundClosed:
                         return
+                    self._batches += 1
                     continue
-                if scope.deadline != math.inf:
-                    await self._writer_lot.wait()  # an abort is pending: stay to carry it out
-                    continue
-                with trio.move_on_after(WRITER_LINGER) as idle:
-                    await self._writer_lot.wait()
-                if idle.cancelled_caught and not self.frames and scope.deadline == math.inf:
-                    # Nothing to write for a while: end (an idle connection keeps no writer).
-                    self._started = False
+                if self._retiring and not self._abort_pending():
+                    # Idle since the timers last looked: end (an idle connection keeps none).
+                    self._retiring = self._started = False
                     self.scope = None
                     return
+                await self._writer_lot.wait()
         if scope.cancelled_caught:
             await self._owner.abort()

@@ -15,7 +15,6 @@ from trio_websocket import ConnectionClosed
 from wsproto.events import BytesMessage, Ping, Pong, TextMessage
 
 from gateway.ws.connection import Limits, WebSocketConnection
-from gateway.ws.outbound import WRITER_LINGER
 from tests.ws.peer import Peer, masked_frame
 
 Handler = Callable[[WebSocketConnection], Awaitable[None]]
@@ -237,11 +236,17 @@ async def test_the_writer_task_ends_once_there_is_nothing_to_write() -> None:
             ws.send_nowait(f"{i:04d}" + "x" * 1000)  # past the kernel buffer: the writer
         await echo(ws)
 
-    async with over_a_socket(burst_then_idle) as (_, peer):
+    # The writer ends at the first keepalive tick that finds it idle since the one before.
+    limits = Limits(ping_interval=0.2, ping_timeout=10)
+    async with over_a_socket(burst_then_idle, limits) as (_, peer):
         with trio.fail_after(10):
             for i in range(200):
                 assert await peer.message() == f"{i:04d}" + "x" * 1000
-            await trio.sleep(WRITER_LINGER + 0.3)
+            assert writer_tasks() != []
+            for _ in range(3):  # answer the keepalive pings meanwhile
+                event = await peer.next_event()
+                assert isinstance(event, Ping)
+                await peer.send(event.response())
             assert writer_tasks() == []
 
 
