@@ -47,7 +47,7 @@ def helper_tasks() -> list[str]:
     return [
         task.name
         for task in all_tasks()
-        if task.name.endswith(("WebSocketConnection._reader", "Outbound._writer"))
+        if task.name.endswith(("ReadingRole._reader", "Outbound._writer"))
     ]
 
 
