@@ -205,6 +205,9 @@ class WebSocketConnection(ReadingRole):
         waiting for this handler, once it is queued for the write that carries the replies to
         them all (at most 64 KiB; asyncio's ``transport.write`` buffers the same way).  A
         client that does not read backpressures the handler here.
+
+        Cancelled, the message may still go out: once its frame is queued (behind another
+        write, or half written) it is sent whole, since a cut frame would break the stream.
         """
         if self._close_reason is not None:
             raise ConnectionClosed(self._close_reason)
