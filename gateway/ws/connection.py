@@ -221,20 +221,11 @@ class WebSocketConnection(ReadingRole):
             out.queue(frame, buffered=True)
             out.wake()
             return
-        if out.can_write_now():
-            # The fast path: no task switch.  Cancellation is checked before the write, so a
-            # cancelled send never half-happens.
-            await trio.lowlevel.checkpoint_if_cancelled()
-            sent = out.write_now(frame)
-            if sent == len(frame):
-                return
-            if sent:
-                out.queue_rest(frame[sent:])
-            else:
-                out.queue(frame)
-        else:
-            out.queue(frame)
-        await self._flush()
+        # Cancellation is checked before the write, so a cancelled send never half-happens;
+        # the fast path (written at once) has no task switch.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if not out.send(frame):
+            await self._flush()
 
     async def ping(self, payload: bytes | None = None) -> None:
         """Send a ping and wait for the matching pong (a pong answers every earlier ping too)."""
@@ -375,16 +366,8 @@ class WebSocketConnection(ReadingRole):
         """Send ``frame`` without waiting: written now if the socket takes it, otherwise
         queued for the writer task (``counted`` towards the slow-consumer limit)."""
         out = self._out
-        if out.can_write_now():
-            sent = out.write_now(frame)
-            if sent == len(frame):
-                return True
-            if sent:
-                out.queue_rest(frame[sent:], buffered=counted)
-            else:
-                out.queue(frame, buffered=counted)
-        else:
-            out.queue(frame, buffered=counted)
+        if out.send(frame, buffered=counted):
+            return True
         if counted and out.buffered > self._limits.outbound_queue_bytes:
             self._slow_consumer()
             return False

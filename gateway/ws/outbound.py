@@ -3,9 +3,9 @@ never interleave, with as few task switches and syscalls as possible.
 
 Three ways out, cheapest first:
 
-* **direct write** — nothing queued and nobody writing on a plain TCP socket: ``os.write`` on
-  the non-blocking fd takes what the kernel accepts, no task switch (asyncio's
-  ``transport.write`` works the same way); the rest is queued, first in line;
+* **direct write** (:meth:`Outbound.send`) — nothing queued and nobody writing on a plain TCP
+  socket: ``os.write`` on the non-blocking fd takes what the kernel accepts, no task switch
+  (asyncio's ``transport.write`` works the same way); the rest is queued, first in line;
 * **flush** — a task that must know its frame is out (``send_message``) queues it and becomes
   the writer: everything queued goes out in one write (straight to the socket, waiting for it
   to be writable; ``send_all`` on other streams), then whatever was queued meanwhile; other
@@ -96,25 +96,30 @@ class Outbound:
         self.nursery: trio.Nursery | None = None  # where the writer task starts
         self.closed = False
 
-    def can_write_now(self) -> bool:
-        """A plain TCP socket, nothing queued, nobody writing: bytes may go out right away."""
-        return self._sock is not None and not self.writing and not self.frames and not self.closed
-
     def _fd(self) -> int:
         """The socket's descriptor, -1 once closed (never write to a descriptor reused since)."""
         sock = self._sock
         return -1 if sock is None or self.closed else sock.fileno()
 
-    def write_now(self, data: bytes | memoryview) -> int:
-        """Write what the socket takes without blocking; only when :meth:`can_write_now`.
-        Errors are left for the regular path (:meth:`flush`) to report."""
+    def send(self, frame: bytes, *, buffered: bool = False) -> bool:
+        """Send ``frame`` without waiting: straight to the socket when nothing is queued and
+        nobody writes (no task switch), what the kernel did not take queued first in line,
+        whole even if the queue is dropped.  ``True`` if all of it is out; otherwise it is
+        queued (``buffered`` counts it towards the slow-consumer limit).  Write errors are
+        left for :meth:`flush` to report."""
         sock = self._sock
-        if sock is None or self.closed:
-            return 0
-        try:
-            return os.write(sock.fileno(), data)  # (-1 once closed: EBADF, never a reused fd)
-        except OSError:
-            return 0
+        if sock is not None and not self.writing and not self.frames and not self.closed:
+            try:
+                sent = os.write(sock.fileno(), frame)
+            except OSError:
+                sent = 0
+            if sent == len(frame):
+                return True
+            if sent:
+                frame = frame[sent:]
+                self._partial = True  # its start is out: it must go out whole
+        self.queue(frame, buffered=buffered)
+        return False
 
     def queue(self, frame: bytes, *, buffered: bool = False) -> None:
         """Append ``frame``; ``buffered`` counts it towards the slow-consumer limit."""
@@ -122,12 +127,6 @@ class Outbound:
         self._queued += len(frame)
         if buffered:
             self.buffered += len(frame)
-
-    def queue_rest(self, rest: bytes, *, buffered: bool = False) -> None:
-        """Queue the rest of a frame whose start :meth:`write_now` wrote (so nothing else was
-        queued): it must go out whole, even if the queue is dropped."""
-        self.queue(rest, buffered=buffered)
-        self._partial = True
 
     def drop(self) -> None:
         """Forget what is queued (a slow consumer is being closed), but for the rest of a frame

@@ -6,7 +6,6 @@ same (the byte-by-byte cases of the frame corpus are in test_malformed_frames.py
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
 
 import trio
 import trio.testing
@@ -26,29 +25,9 @@ from tests.integration.conftest import (
 )
 from tests.integration.test_malformed_frames import close_code, open_echo
 from tests.integration.test_malformed_http import rest_until_closed
+from tests.tasks import helper_tasks
 
 OP_PING, OP_PONG = 0x9, 0xA
-
-
-def all_tasks() -> Iterator[trio.lowlevel.Task]:
-    def below(task: trio.lowlevel.Task) -> Iterator[trio.lowlevel.Task]:
-        yield task
-        for nursery in task.child_nurseries:
-            for child in nursery.child_tasks:
-                yield from below(child)
-
-    root = trio.lowlevel.current_root_task()
-    assert root is not None
-    yield from below(root)
-
-
-def helper_tasks() -> list[str]:
-    """The engine's per-connection helper tasks running now (reader and writer tasks)."""
-    return [
-        task.name
-        for task in all_tasks()
-        if task.name.endswith(("ReadingRole._reader", "Outbound._writer"))
-    ]
 
 
 async def test_idle_echo_connections_have_no_helper_tasks(gateway: Running) -> None:

@@ -15,6 +15,7 @@ from trio_websocket import ConnectionClosed
 from wsproto.events import CloseConnection, Ping, Pong, TextMessage
 
 from gateway.ws.connection import ATTEND_AFTER, Limits, WebSocketConnection
+from tests.tasks import WRITER, tasks_under
 from tests.ws.peer import Peer, masked_frame
 
 Handler = Callable[[WebSocketConnection], Awaitable[None]]
@@ -22,16 +23,9 @@ DEFAULT = Limits()
 
 
 def tasks_below(nursery: trio.Nursery) -> list[str]:
-    """The names of every task running under ``nursery``, at any depth, but the writer's
-    (over a memory stream every frame goes through the writer task; on a socket most are
-    written directly: tests/integration/test_engine_tasks.py)."""
-    names: list[str] = []
-    for task in nursery.child_tasks:
-        if not task.name.endswith("Outbound._writer"):
-            names.append(task.name.rsplit(".", 1)[-1])
-        for child in task.child_nurseries:
-            names.extend(tasks_below(child))
-    return names
+    """The short names of the tasks under ``nursery`` but the writer's (over a memory stream
+    every frame goes through the writer task; on a socket most are written directly)."""
+    return [t.name.rsplit(".", 1)[-1] for t in tasks_under(nursery) if not t.name.endswith(WRITER)]
 
 
 @asynccontextmanager

@@ -15,6 +15,7 @@ from trio_websocket import ConnectionClosed
 from wsproto.events import BytesMessage, Ping, Pong, TextMessage
 
 from gateway.ws.connection import Limits, WebSocketConnection
+from tests.tasks import WRITER, helper_tasks
 from tests.ws.peer import Peer, masked_frame
 
 Handler = Callable[[WebSocketConnection], Awaitable[None]]
@@ -251,13 +252,4 @@ async def test_the_writer_task_ends_once_there_is_nothing_to_write() -> None:
 
 
 def writer_tasks() -> list[str]:
-    def below(task: trio.lowlevel.Task) -> list[str]:
-        names = [task.name] if task.name.endswith("Outbound._writer") else []
-        for nursery in task.child_nurseries:
-            for child in nursery.child_tasks:
-                names += below(child)
-        return names
-
-    root = trio.lowlevel.current_root_task()
-    assert root is not None
-    return below(root)
+    return [name for name in helper_tasks() if name.endswith(WRITER)]
