@@ -147,7 +147,16 @@ def _proxy_routes(config: Config) -> ProxyRoutes | None:
     if proxy.upstream is None and not proxy.routes:
         return None
     default = parse_upstream(proxy.upstream) if proxy.upstream is not None else None
-    return ProxyRoutes(((r.prefix, parse_upstream(r.upstream)) for r in proxy.routes), default)
+    streamed: list[str | None] = [
+        r.prefix
+        for r in proxy.routes
+        if not (proxy.request_buffering if r.request_buffering is None else r.request_buffering)
+    ]
+    if not proxy.request_buffering:
+        streamed.append(None)  # the default upstream follows proxy.request_buffering
+    return ProxyRoutes(
+        ((r.prefix, parse_upstream(r.upstream)) for r in proxy.routes), default, streamed=streamed
+    )
 
 
 def _importable_from(source: str) -> None:

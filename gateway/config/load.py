@@ -10,6 +10,7 @@ paths are relative to the config file's folder.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -108,9 +109,15 @@ def parse_listen(address: str) -> tuple[str, int]:
 def _proxy(proxy: ProxyConfig) -> ProxyConfig:
     """Upstreams are ``http://host:port[/]``; route prefixes are distinct absolute paths;
     trusted proxies are IP addresses or CIDR networks; timeouts are positive."""
-    for key in ("connect_timeout", "read_timeout"):
+    for key in ("connect_timeout", "read_timeout", "body_timeout"):
         if getattr(proxy, key) <= 0:
             raise ConfigError(f"proxy.{key}", "must be > 0")
+    if proxy.body_temp_dir is not None and not (
+        os.path.isdir(proxy.body_temp_dir) and os.access(proxy.body_temp_dir, os.W_OK | os.X_OK)
+    ):
+        raise ConfigError(
+            "proxy.body_temp_dir", f"{proxy.body_temp_dir!r} is not a writable directory"
+        )
     if proxy.upstream is not None:
         _upstream(proxy.upstream, "proxy.upstream")
     seen: dict[str, int] = {}

@@ -99,6 +99,7 @@ class ProxyRoute:
 
     prefix: str
     upstream: str
+    request_buffering: bool | None = None  # None: proxy.request_buffering
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,11 @@ class ProxyConfig:
     connect_timeout: float = field(default=5.0, metadata={"min": 0})
     read_timeout: float = field(default=60.0, metadata={"min": 0})
     max_body_size: int = field(default=1 * MiB, metadata={"min": 0})
+    # nginx's proxy_request_buffering: read a request body whole before going upstream
+    request_buffering: bool = True
+    body_timeout: float = field(default=60.0, metadata={"min": 0})  # the whole body: 408
+    body_buffer_size: int = field(default=64 * KiB, metadata={"min": 0})  # in memory, then file
+    body_temp_dir: str | None = None  # where larger bodies are spooled; None: the system's
     pool_size: int = field(default=10, metadata={"min": 0})  # idle keep-alive per upstream
     trusted_proxies: tuple[str, ...] = ()  # IPs/CIDRs whose X-Forwarded-For is extended
     preserve_host: bool = True

@@ -89,11 +89,13 @@ class Health:
 
 @dataclass(frozen=True)
 class Proxy:
-    """Forward the request to the legacy site at ``upstream`` (``[proxy]``), streaming both
-    ways; ``path`` is the raw URL path that chose the upstream."""
+    """Forward the request to the legacy site at ``upstream`` (``[proxy]``); ``path`` is the
+    raw URL path that chose the upstream; ``request_buffering``: read the request body whole
+    before the upstream exchange (else stream it)."""
 
     upstream: Upstream
     path: str
+    request_buffering: bool = True
 
 
 @dataclass(frozen=True)

@@ -93,8 +93,8 @@ def classify(request: h11.Request, policy: Policy, *, secure: bool = False) -> D
             "this path is a WebSocket endpoint",
             (("Upgrade", "websocket"), ("Connection", "Upgrade")),
         )
-    upstream = policy.proxy.match(path) if policy.proxy is not None else None
-    proxy = Proxy(upstream, path) if upstream is not None else None
+    route = policy.proxy.route(path) if policy.proxy is not None else None
+    proxy = Proxy(route[0], path, request_buffering=route[1]) if route is not None else None
     if not policy.static:
         return proxy or NOT_FOUND
     if request.method not in (b"GET", b"HEAD"):

@@ -64,16 +64,32 @@ def prefix_matches(prefix: str, path: str) -> bool:
 class ProxyRoutes:
     """Prefix -> upstream, longest prefix first; ``default`` when none matches (may be None).
 
-    Matching is on the raw (undecoded) request path, as received.
+    Matching is on the raw (undecoded) request path, as received.  ``streamed``: the prefixes
+    whose request bodies are streamed rather than buffered (``request_buffering = false``),
+    and ``None`` among them for the default upstream.
     """
 
-    def __init__(self, routes: Iterable[tuple[str, Upstream]], default: Upstream | None) -> None:
+    def __init__(
+        self,
+        routes: Iterable[tuple[str, Upstream]],
+        default: Upstream | None,
+        *,
+        streamed: Iterable[str | None] = (),
+    ) -> None:
         self.routes = tuple(sorted(routes, key=lambda r: len(r[0]), reverse=True))
         self.default = default
+        self.streamed = frozenset(streamed)
 
     def match(self, path: str) -> Upstream | None:
         """The upstream serving ``path``, or ``None`` when no route and no default covers it."""
+        found = self.route(path)
+        return found[0] if found is not None else None
+
+    def route(self, path: str) -> tuple[Upstream, bool] | None:
+        """The upstream serving ``path`` and whether its request bodies are buffered."""
         for prefix, upstream in self.routes:
             if prefix_matches(prefix, path):
-                return upstream
-        return self.default
+                return upstream, prefix not in self.streamed
+        if self.default is None:
+            return None
+        return self.default, None not in self.streamed

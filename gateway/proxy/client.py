@@ -9,6 +9,8 @@ follows on the connection cannot be trusted).
 
 from __future__ import annotations
 
+import enum
+import os
 import select
 from collections.abc import Callable
 
@@ -20,6 +22,13 @@ from gateway.errors import UpstreamError, UpstreamTimeout
 
 RECEIVE_SIZE = 65536
 MAX_RESPONSE_HEAD = 16 * 1024  # as h11's default and our own request-head limit
+
+
+class Surplus(enum.Enum):
+    """What an upstream connection holds beyond the response it owed."""
+
+    EOF = "closed"  # the upstream closed it: unusable, but nothing was injected
+    DATA = "data"  # bytes no request asked for: a desynchronised (or hostile) upstream
 
 
 class UpstreamConnection:
@@ -37,6 +46,7 @@ class UpstreamConnection:
         self.broken = False
         self.exchanges = 0  # completed request/response exchanges (for reuse accounting)
         self.received = 0  # bytes received in the current exchange
+        self.carried_body = False  # the current request had a body (see pool: strict reuse)
 
     async def send(self, *events: h11.Event) -> None:
         """Serialise ``events`` with h11 and write them; raises :class:`UpstreamError`."""
@@ -96,27 +106,52 @@ class UpstreamConnection:
     @property
     def reusable(self) -> bool:
         """True only after a complete, well-framed exchange that leaves the connection open
-        (h11 says both sides are ``DONE``: no close-delimited body, no ``Connection: close``)."""
+        (h11 says both sides are ``DONE``: the request was sent whole, no close-delimited
+        body, no ``Connection: close``).  The pool also asks :meth:`surplus` before reuse."""
         return (
             not self.broken
             and self.conn.our_state is h11.DONE
             and self.conn.their_state is h11.DONE
         )
 
+    def surplus(self) -> Surplus | None:
+        """What the upstream sent beyond the response it owed, if anything, without waiting.
+
+        A response's framing tells where it ends; bytes past that end are the start of an
+        answer nobody asked for (a ``Content-Length`` shorter than the body, a body on a
+        204/304 or a HEAD answer, or a request body the upstream never read and answered as a
+        second request: "CL.0").  On a reused connection they would be read as the answer to
+        the *next* request, which may be another user's: response-queue poisoning.  Two
+        places can hold them: h11's receive buffer (unparsed bytes that arrived in the same
+        read as the response; a socket poll cannot see these) and the socket itself.
+        """
+        buffered, closed = self.conn.trailing_data
+        if buffered:
+            return Surplus.DATA
+        if closed:
+            return Surplus.EOF
+        return self._poll()
+
+    def _poll(self) -> Surplus | None:
+        # A zero-timeout poll, then (only when readable) one non-blocking read to tell an EOF
+        # from data.  Reading consumes a byte: fine, the connection is closed either way.
+        try:
+            fd = self.stream.socket.fileno()
+            readable, _, _ = select.select([fd], [], [], 0)
+            if not readable:
+                return None
+            return Surplus.DATA if os.read(fd, 1) else Surplus.EOF
+        except BlockingIOError:
+            return None  # woken spuriously: nothing there after all
+        except (OSError, ValueError):
+            return Surplus.EOF  # reset or already closed: unusable, nothing was injected
+
     def start_next_cycle(self) -> None:
         """Reset h11 for the next exchange; only call when :attr:`reusable`."""
         self.conn.start_next_cycle()
         self.exchanges += 1
         self.received = 0
-
-    def is_stale(self) -> bool:
-        """Whether an idle pooled connection is unusable: the upstream closed it (or sent
-        bytes nobody asked for).  A zero-timeout poll of the socket, no await needed."""
-        try:
-            readable, _, _ = select.select([self.stream.socket.fileno()], [], [], 0)
-        except (OSError, ValueError):
-            return True
-        return bool(readable)
+        self.carried_body = False
 
     async def aclose(self) -> None:
         """Close at once (no graceful goodbye is owed to an HTTP/1.1 peer)."""

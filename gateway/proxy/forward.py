@@ -1,19 +1,28 @@
 """Forward one client request to the legacy site and stream the answer back.
 
-Two tasks per exchange, so neither direction waits for the other: the *pump* reads the
-request body from the client (never the whole body in memory: one chunk at a time) and writes
-it upstream; the *responder* reads the upstream's answer and writes it to the client.
+The request body is first read whole (``request_buffering``, the default: see
+:mod:`gateway.proxy.body`), so a slow client never holds an upstream connection; a route
+with buffering off streams it instead.  Then up to two tasks per exchange, so neither
+direction waits for the other: the *pump* writes the rest of the request body upstream (from
+the spooled file, or from the client one chunk at a time); the *responder* reads the
+upstream's answer and writes it to the client.  A small buffered body goes out with the head
+in one write and needs no pump.
 
-* Framing is regenerated on both hops (RFC 9112 §6): ``Content-Length`` when known, else
-  chunked; h11 enforces it on each side, and HEAD, 204 and 304 carry no body (§6.3).
-* ``Expect: 100-continue`` (RFC 9110 §10.1.1) travels upstream with the head; the upstream's
-  ``100`` is relayed to a client still waiting for it, and a final answer instead of it is
-  relayed as is (the body the client never sent then closes the connection).
+* Framing is regenerated on both hops (RFC 9112 §6): ``Content-Length`` when known (always,
+  for a buffered body), else chunked; h11 enforces it on each side, and HEAD, 204 and 304
+  carry no body (§6.3).
+* ``Expect: 100-continue`` (RFC 9110 §10.1.1): buffered, the gateway answers ``100`` itself
+  when it starts reading the body and the upstream never sees the expectation; streamed, it
+  travels upstream with the head, the upstream's ``100`` is relayed to a client still waiting
+  for it, and a final answer instead of it is relayed as is (the body the client never sent
+  then closes the connection).
 * Failures: a body above ``max_body_size`` -> 413 (before connecting when Content-Length says
-  so); a malformed or stalled client body -> 400 / 408; the upstream refused -> 502, slow ->
-  504 (:mod:`gateway.proxy.client`).  Those answers are only possible while no byte of the
-  response was sent; afterwards the client's connection is cut, so a truncated response never
-  looks complete.  Any failure discards the upstream connection (:mod:`gateway.proxy.pool`).
+  so); a malformed or stalled client body -> 400 / 408 (``body_timeout`` for a whole buffered
+  body); the upstream refused -> 502, slow -> 504 (:mod:`gateway.proxy.client`).  Those
+  answers are only possible while no byte of the response was sent; afterwards the client's
+  connection is cut, so a truncated response never looks complete.  Any failure discards the
+  upstream connection, and so does anything the upstream sends beyond its response
+  (:mod:`gateway.proxy.pool`).
 """
 
 from __future__ import annotations
@@ -31,12 +40,36 @@ from gateway.core.decisions import REASONS, Proxy, Reject
 from gateway.core.upstream import parse_upstream
 from gateway.errors import UpstreamError
 from gateway.proxy import headers as rules
+from gateway.proxy.body import (
+    TOO_LARGE,
+    BufferedBody,
+    ClientBody,
+    ClientGone,
+    Refused,
+    read_whole,
+)
 from gateway.proxy.client import UpstreamConnection
 from gateway.proxy.pool import Pools
 
+__all__ = ["ClientSide", "ProxyRuntime", "Refused", "forward"]
+
 log = logging.getLogger("gateway.proxy")
 
-RECEIVE_SIZE = 65536
+
+class _EveryMinute:
+    """A WARNING at most once a minute (a full disk must not flood the log per request)."""
+
+    def __init__(self) -> None:
+        self.last: float | None = None
+
+    def warn(self, message: str, *args: object) -> None:
+        now = trio.current_time()
+        if self.last is None or now - self.last >= 60.0:
+            self.last = now
+            log.warning(message, *args)
+
+
+_spool_failed = _EveryMinute()
 
 
 @dataclass
@@ -79,18 +112,6 @@ class ClientSide:
     close: bool = False
 
 
-class Refused(Exception):
-    """The client's request cannot be forwarded: answer ``reject`` if nothing was sent yet."""
-
-    def __init__(self, reject: Reject) -> None:
-        self.reject = reject
-        super().__init__(reject.detail)
-
-
-class _ClientGone(Exception):
-    """The client closed or stopped reading: there is nobody left to answer."""
-
-
 async def forward(
     client: ClientSide, request: h11.Request, decision: Proxy, runtime: ProxyRuntime
 ) -> bool:
@@ -105,52 +126,148 @@ async def forward(
     length = rules.request_framing(request.headers)
     if length is not None and length > config.max_body_size:
         # nginx's client_max_body_size: refuse before any byte goes upstream.
-        raise Refused(Reject(413, "request body too large", close=True))
-    trusted = rules.is_trusted(client.peer, runtime.trusted)
-    upstream = decision.upstream
-    outgoing = h11.Request(
-        method=request.method,
-        target=request.target,
-        headers=rules.request_headers(
-            request.headers,
-            rules.Client(client.peer, trusted, client.secure),
-            http_version=request.http_version,
-            upstream_authority=upstream.authority,
-            preserve_host=config.preserve_host,
-        ),
+        raise Refused(TOO_LARGE)
+    has_body = length != 0 and (length is not None or _chunked(request.headers))
+    buffered: BufferedBody | None = None
+    if has_body and decision.request_buffering:
+        buffered = await _buffer(client, config)
+    try:
+        outgoing = _outgoing(client, request, decision, runtime, buffered)
+        async with runtime.pools[decision.upstream].lease() as up:
+            exchange = _Exchange(client, up, config, buffered)
+            await exchange.start(outgoing)
+            await exchange.run()
+            return exchange.body_done and not exchange.close_client
+    finally:
+        if buffered is not None:
+            await buffered.aclose()
+
+
+async def _buffer(client: ClientSide, config: ProxyConfig) -> BufferedBody:
+    """Read the whole body before any upstream work (nginx's ``proxy_request_buffering``)."""
+    if client.conn.they_are_waiting_for_100_continue:
+        # We are the ones who want the body now (RFC 9110 §10.1.1): ask for it.  The
+        # upstream never sees the Expect (nginx clears it the same way).
+        await _send_client(client, h11.InformationalResponse(status_code=100, headers=[]), config)
+    body = ClientBody(
+        client.stream,
+        client.conn,
+        read_timeout=config.read_timeout,
+        deadline=trio.current_time() + config.body_timeout,
     )
-    async with runtime.pools[upstream].lease() as up:
-        await up.send(outgoing)
-        exchange = _Exchange(client, up, config)
-        await exchange.run()
-        return exchange.body_done and not exchange.close_client
+    try:
+        return await read_whole(
+            body,
+            max_size=config.max_body_size,
+            memory_limit=config.body_buffer_size,
+            temp_dir=config.body_temp_dir,
+        )
+    except OSError as exc:
+        # The spool could not be written (disk full...): our fault, not the client's.
+        _spool_failed.warn("request body could not be spooled to %s: %s", config.body_temp_dir, exc)
+        raise Refused(Reject(500, "request body could not be stored", close=True)) from None
+
+
+def _outgoing(
+    client: ClientSide,
+    request: h11.Request,
+    decision: Proxy,
+    runtime: ProxyRuntime,
+    buffered: BufferedBody | None,
+) -> h11.Request:
+    headers = rules.request_headers(
+        request.headers,
+        rules.Client(client.peer, rules.is_trusted(client.peer, runtime.trusted), client.secure),
+        http_version=request.http_version,
+        upstream_authority=decision.upstream.authority,
+        preserve_host=runtime.config.preserve_host,
+    )
+    if buffered is not None:
+        # The length is known now: a chunked upload goes upstream with Content-Length (as
+        # nginx does), and the expectation was ours to answer.
+        headers = [
+            (n, v)
+            for n, v in headers
+            if n not in (b"content-length", b"transfer-encoding", b"expect")
+        ]
+        headers.append((b"content-length", str(buffered.size).encode()))
+    return h11.Request(method=request.method, target=request.target, headers=headers)
+
+
+def _chunked(headers: rules.Headers) -> bool:
+    return any(n == b"transfer-encoding" for n, _ in headers)
+
+
+async def _send_client(client: ClientSide, event: h11.Event, config: ProxyConfig) -> None:
+    data = client.conn.send(event) or b""
+    with trio.move_on_after(config.read_timeout):
+        try:
+            await client.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise ClientGone from None
+        return
+    raise ClientGone  # the client stopped reading
 
 
 class _Exchange:
-    """One request/response exchange between ``client`` and the upstream connection ``up``."""
+    """One request/response exchange between ``client`` and the upstream connection ``up``.
 
-    def __init__(self, client: ClientSide, up: UpstreamConnection, config: ProxyConfig) -> None:
+    The request body comes from ``buffered`` (read whole beforehand) or, streamed, from the
+    client as it arrives.
+    """
+
+    def __init__(
+        self,
+        client: ClientSide,
+        up: UpstreamConnection,
+        config: ProxyConfig,
+        buffered: BufferedBody | None,
+    ) -> None:
         self.client = client
         self.up = up
         self.config = config
+        self.buffered = buffered
+        self.body = ClientBody(client.stream, client.conn, read_timeout=config.read_timeout)
         self.sent_up = 0  # request body bytes written upstream: "progress" for read timeouts
-        self.body_done = False  # the whole request body was read and forwarded
+        self.body_done = buffered is not None  # the whole request body was read (and sent)
         self.close_client = client.close
-        self.failure: UpstreamError | Refused | _ClientGone | None = None
+        self.failure: UpstreamError | Refused | ClientGone | None = None
         self._pending: h11.Data | h11.EndOfMessage | None = None
-        self._look_ahead()  # a request without a body is complete right away
+        self._pump_needed = True
+        if buffered is None:
+            self._look_ahead()  # a request without a body is complete right away
+
+    async def start(self, outgoing: h11.Request) -> None:
+        """Send the request head, and with it the body when that is already whole and in
+        memory (one write for the common small request)."""
+        buffered = self.buffered
+        if buffered is not None and buffered.file is None:
+            body = bytes(buffered.memory)
+            events: list[h11.Event] = [outgoing]
+            if body:
+                events.append(h11.Data(data=body))
+                self.up.carried_body = True
+            events.append(h11.EndOfMessage())
+            await self.up.send(*events)
+            self.sent_up = len(body)
+            self._pump_needed = False
+        elif buffered is None and self.body_done:
+            await self.up.send(outgoing, h11.EndOfMessage())  # no body: no pump
+            self._pending = None
+            self._pump_needed = False
+        else:
+            await self.up.send(outgoing)
 
     async def run(self) -> None:
-        """Run the pump and the responder; re-raise the first failure (client gone: quietly
-        return, the caller sees ``body_done``/``close_client`` and closes)."""
-        if self.body_done:
-            await self.up.send(h11.EndOfMessage())  # no body: no pump
-            self._pending = None
+        """Run the pump (if any body is left to send) and the responder; re-raise the first
+        failure (client gone: quietly return, the caller sees ``body_done``/``close_client``
+        and closes)."""
         async with trio.open_nursery() as nursery:
-            if not self.body_done:
-                nursery.start_soon(self._guard, self._pump, nursery.cancel_scope)
+            if self._pump_needed:
+                pump = self._pump_spooled if self.buffered is not None else self._pump
+                nursery.start_soon(self._guard, pump, nursery.cancel_scope)
             nursery.start_soon(self._guard, self._respond, nursery.cancel_scope)
-        if isinstance(self.failure, _ClientGone):
+        if isinstance(self.failure, ClientGone):
             self.close_client = True
             self.up.broken = True
         elif self.failure is not None:
@@ -159,11 +276,19 @@ class _Exchange:
     async def _guard(self, part: Callable[[], Awaitable[None]], scope: trio.CancelScope) -> None:
         try:
             await part()
-        except (UpstreamError, Refused, _ClientGone) as exc:
+        except (UpstreamError, Refused, ClientGone) as exc:
             self.failure = self.failure or exc
             scope.cancel()
 
     # -- client -> upstream -------------------------------------------------------------------
+
+    async def _pump_spooled(self) -> None:
+        assert self.buffered is not None
+        self.up.carried_body = True
+        async for piece in self.buffered.chunks():
+            await self.up.send(h11.Data(data=piece))
+            self.sent_up += len(piece)
+        await self.up.send(h11.EndOfMessage())
 
     async def _pump(self) -> None:
         limit = self.config.max_body_size
@@ -176,7 +301,8 @@ class _Exchange:
             if self.sent_up > limit:
                 # A chunked body grew past the limit: abort the upstream exchange (the lease
                 # discards the connection), 413 if the response has not started.
-                raise Refused(Reject(413, "request body too large", close=True))
+                raise Refused(TOO_LARGE)
+            self.up.carried_body = True
             await self.up.send(h11.Data(data=event.data))
 
     def _look_ahead(self) -> None:
@@ -185,11 +311,8 @@ class _Exchange:
         right after our last write, before the pump's next turn."""
         if self._pending is not None or self.body_done:
             return
-        try:
-            event = self.client.conn.next_event()
-        except h11.RemoteProtocolError:
-            return  # h11 raises it again on the pump's next call
-        if isinstance(event, h11.Data | h11.EndOfMessage):
+        event = self.body.ready()
+        if event is not None:
             self._pending = event
             self.body_done = isinstance(event, h11.EndOfMessage)
 
@@ -198,28 +321,10 @@ class _Exchange:
             pending, self._pending = self._pending, None
             self._look_ahead()
             return pending
-        conn = self.client.conn
-        while True:
-            try:
-                event = conn.next_event()
-            except h11.RemoteProtocolError:
-                raise Refused(Reject(400, "malformed request body", close=True)) from None
-            if isinstance(event, h11.Data | h11.EndOfMessage):
-                self.body_done = isinstance(event, h11.EndOfMessage)
-                self._look_ahead()
-                return event
-            if event is not h11.NEED_DATA:
-                raise _ClientGone  # ConnectionClosed mid-body
-            with trio.move_on_after(self.config.read_timeout):
-                try:
-                    data = await self.client.stream.receive_some(RECEIVE_SIZE)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    raise _ClientGone from None
-                if not data:
-                    raise _ClientGone  # EOF in the middle of the body
-                conn.receive_data(bytes(data))
-                continue
-            raise Refused(Reject(408, "request body timed out", close=True))
+        event = await self.body.next()
+        self.body_done = isinstance(event, h11.EndOfMessage)
+        self._look_ahead()
+        return event
 
     # -- upstream -> client -------------------------------------------------------------------
 
@@ -259,14 +364,7 @@ class _Exchange:
                 await self._to_client(h11.EndOfMessage())
                 break
         if not self.body_done:
-            raise _ClientGone  # stop the pump; the connection closes after this response
+            raise ClientGone  # stop the pump; the connection closes after this response
 
     async def _to_client(self, event: h11.Event) -> None:
-        data = self.client.conn.send(event) or b""
-        with trio.move_on_after(self.config.read_timeout):
-            try:
-                await self.client.stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                raise _ClientGone from None
-            return
-        raise _ClientGone  # the client stopped reading
+        await _send_client(self.client, event, self.config)

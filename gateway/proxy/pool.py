@@ -1,23 +1,40 @@
 """Keep-alive connections to the upstreams: one bounded pool per upstream.
 
-A lease hands out an idle connection (checked for staleness first) or opens a new one; when
-the lease ends the connection goes back only if its exchange completed with reusable framing
-(:attr:`UpstreamConnection.reusable`) and the pool has room, else it is closed.  Any exception
-inside the lease (an upstream error, the client leaving, a cancellation) closes it: a
-connection is never reused after an error.  ``pool_size`` bounds the *idle* connections per
-upstream, as nginx's ``keepalive`` does; connections in use are bounded by the gateway's own
-connection cap, since each serves one client request.
+Reuse is where a proxy can hand one user's response to another, so the rules are strict:
+
+1. A connection goes back to the pool only after a complete, well-framed exchange: the
+   request sent whole, the response read to its framed end, both sides ``DONE`` in h11
+   (:attr:`UpstreamConnection.reusable`).  Any exception inside the lease (an upstream error,
+   the client leaving, a cancellation) closes it.
+2. ...and only if the upstream sent *nothing* beyond that response, neither in h11's buffer
+   nor on the socket (:meth:`UpstreamConnection.surplus`).  Checked again when an idle
+   connection is taken: bytes that arrived while it sat in the pool condemn it too.
+3. Once an upstream has sent surplus bytes, its pool turns *strict* for the rest of the
+   process: a connection that carried a request body is not reused either.  A site that
+   answers without reading a body ("CL.0") answers that body as a second request later;
+   rule 2 only catches the second answer if it has arrived by the time we look.
+
+A condemned connection is closed; the first surplus per upstream is logged at WARNING (as
+nginx's "upstream sent more data than specified"), later ones at most once a minute with a
+count.  ``pool_size`` bounds the *idle* connections per upstream, as nginx's ``keepalive``
+does; connections in use are bounded by the gateway's own connection cap, since each serves
+one client request.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 
 import trio
 
 from gateway.core.upstream import Upstream
-from gateway.proxy.client import UpstreamConnection, connect
+from gateway.proxy.client import Surplus, UpstreamConnection, connect
+
+log = logging.getLogger("gateway.proxy")
+
+SURPLUS_LOG_INTERVAL = 60.0  # seconds between repeated surplus warnings for one upstream
 
 
 class UpstreamPool:
@@ -32,7 +49,12 @@ class UpstreamPool:
         self.read_timeout = read_timeout
         self.idle: list[UpstreamConnection] = []
         self.opened = 0  # connections ever opened (tests and logs)
+        self.reused = 0  # leases served by an idle connection (the pool's hit count)
+        self.surplus = 0  # connections condemned for bytes beyond a response (rule 2)
+        self.strict = False  # rule 3: set by the first surplus, never cleared
         self.closed = False
+        self._surplus_logged_at: float | None = None
+        self._surplus_unlogged = 0
 
     @asynccontextmanager
     async def lease(self) -> AsyncIterator[UpstreamConnection]:
@@ -50,9 +72,13 @@ class UpstreamPool:
     async def _acquire(self) -> UpstreamConnection:
         while self.idle:
             conn = self.idle.pop()  # most recently used first: the least likely to be stale
-            if not conn.is_stale():
+            found = conn.surplus()
+            if found is None:
+                self.reused += 1
                 return conn
-            await conn.aclose()
+            if found is Surplus.DATA:
+                self._condemn(conn, "while idle in the pool")
+            await conn.aclose()  # EOF: the upstream closed an idle connection, as it may
         conn = await connect(
             self.upstream, connect_timeout=self.connect_timeout, read_timeout=self.read_timeout
         )
@@ -60,11 +86,43 @@ class UpstreamPool:
         return conn
 
     async def _release(self, conn: UpstreamConnection) -> None:
-        if not self.closed and conn.reusable and len(self.idle) < self.max_idle:
+        if self._may_keep(conn):
             conn.start_next_cycle()
             self.idle.append(conn)
             return
         await conn.aclose()
+
+    def _may_keep(self, conn: UpstreamConnection) -> bool:
+        if not conn.reusable:
+            return False  # rule 1
+        found = conn.surplus()
+        if found is Surplus.DATA:
+            self._condemn(conn, "after the response")
+        if found is not None:
+            return False  # rule 2
+        if self.strict and conn.carried_body:
+            return False  # rule 3
+        return not self.closed and len(self.idle) < self.max_idle
+
+    def _condemn(self, conn: UpstreamConnection, when: str) -> None:
+        """Count (and log, rate-limited) an upstream that sent bytes nobody asked for."""
+        self.surplus += 1
+        self.strict = True
+        now = trio.current_time()
+        last = self._surplus_logged_at
+        if last is not None and now - last < SURPLUS_LOG_INTERVAL:
+            self._surplus_unlogged += 1
+            return
+        more = f" ({self._surplus_unlogged} more since the last warning)" if last else ""
+        log.warning(
+            "upstream %s sent data beyond its response %s; connection closed, not reused, "
+            "and connections that carried a request body are no longer reused%s",
+            self.upstream,
+            when,
+            more,
+        )
+        self._surplus_logged_at = now
+        self._surplus_unlogged = 0
 
     async def aclose(self) -> None:
         """Close the idle connections; connections still leased close when released."""

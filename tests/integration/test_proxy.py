@@ -155,17 +155,22 @@ async def test_a_chunked_download_stays_chunked_and_identical(
     assert hashlib.sha256(response.body).hexdigest() == pattern_sha256(size)
 
 
+@pytest.mark.parametrize("buffering", [True, False], ids=["buffered", "streamed"])
 async def test_a_chunked_upload_reaches_the_upstream_intact(
-    start_gateway: GatewayFactory, upstream: UpstreamProcess
+    start_gateway: GatewayFactory, upstream: UpstreamProcess, buffering: bool
 ) -> None:
     body = bytes(range(256)) * 20_000 + b"tail"  # ~5 MB, not a multiple of the chunk size
-    changes = {"proxy.max_body_size": 8 * 1024 * 1024}
+    changes = {"proxy.max_body_size": 8 * 1024 * 1024, "proxy.request_buffering": buffering}
     async with proxied(start_gateway, upstream, changes) as gw:
         head = request("POST", "/upload", [("Transfer-Encoding", "chunked")])
         echo = echoed(await fetch(gw, head + chunked(body, 50_000)))
     assert (echo["body_len"], echo["body_sha256"]) == (len(body), hashlib.sha256(body).hexdigest())
-    assert header_values(echo, "transfer-encoding") == ["chunked"]
-    assert header_values(echo, "content-length") == []
+    if buffering:  # read whole (spooled to a file past 64 KiB), so its length is known
+        assert header_values(echo, "transfer-encoding") == []
+        assert header_values(echo, "content-length") == [str(len(body))]
+    else:
+        assert header_values(echo, "transfer-encoding") == ["chunked"]
+        assert header_values(echo, "content-length") == []
 
 
 async def test_a_content_length_upload_keeps_its_length(
@@ -179,26 +184,35 @@ async def test_a_content_length_upload_keeps_its_length(
     assert header_values(echo, "content-length") == [str(len(body))]
 
 
-async def test_expect_100_continue_is_relayed(
-    start_gateway: GatewayFactory, upstream: UpstreamProcess
+@pytest.mark.parametrize("buffering", [True, False], ids=["buffered", "streamed"])
+async def test_expect_100_continue_is_answered(
+    start_gateway: GatewayFactory, upstream: UpstreamProcess, buffering: bool
 ) -> None:
     body = b"x" * 5000
     headers = [("Content-Length", str(len(body))), ("Expect", "100-continue")]
-    async with proxied(start_gateway, upstream) as gw, client(gw) as c:
+    changes = {"proxy.request_buffering": buffering}
+    async with proxied(start_gateway, upstream, changes) as gw, client(gw) as c:
         await c.stream.send_all(request("POST", "/upload", headers))
         with trio.fail_after(TIMEOUT):
             interim = await c.head()
-            assert interim.status == 100  # the upstream's 100, before we sent the body
+            # Streamed: the upstream's 100, relayed; buffered: the gateway's own, since it
+            # reads the body before going upstream.  Either way, before we sent the body.
+            assert interim.status == 100
             await c.stream.send_all(body)
             echo = echoed(await c.response())
     assert echo["body_sha256"] == hashlib.sha256(body).hexdigest()
+    # Buffered, the expectation was the gateway's to meet: the upstream never sees it.
+    assert header_values(echo, "expect") == ([] if buffering else ["100-continue"])
+    stats = await upstream.stats()
+    assert [r for r in stats["requests"] if r[1] == "/upload"] == [["POST", "/upload"]]
 
 
 async def test_a_refused_expectation_is_relayed_and_the_connection_closes(
     start_gateway: GatewayFactory, upstream: UpstreamProcess
 ) -> None:
     headers = [("Content-Length", "5000"), ("Expect", "100-continue")]
-    async with proxied(start_gateway, upstream) as gw, client(gw) as c:
+    changes = {"proxy.request_buffering": False}  # only a streamed body asks the upstream
+    async with proxied(start_gateway, upstream, changes) as gw, client(gw) as c:
         await c.stream.send_all(request("POST", "/reject-expect", headers))
         with trio.fail_after(TIMEOUT):
             response = await c.response()
