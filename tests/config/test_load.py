@@ -26,7 +26,7 @@ def error(data: dict[str, Any]) -> str:
 def test_the_default_config_loads() -> None:
     config = load_file(REPO / "config.toml")
     names = [m.name for m in config.plugins]
-    assert names == ["echo", "foo", "bar", "chat", "clock", "hello"]
+    assert names == ["echo", "foo", "bar", "chat", "clock", "classic_chat", "classic_time", "hello"]
     assert config.http.static_root == str(REPO / "examples" / "public")
     foo = next(m for m in config.plugins if m.name == "foo")
     assert foo.options == {"label": "Foo server"}
