@@ -289,6 +289,7 @@ class _Exchange:
             await self.up.send(h11.Data(data=piece))
             self.sent_up += len(piece)
         await self.up.send(h11.EndOfMessage())
+        await self.buffered.aclose()  # sent: the spool is not needed for the response
 
     async def _pump(self) -> None:
         limit = self.config.max_body_size

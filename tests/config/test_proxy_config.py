@@ -96,6 +96,14 @@ def test_a_full_proxy_table() -> None:
             "proxy.routes[1].prefix: '/a' repeats proxy.routes[0]",
         ),
         ({"routes": [{"prefix": "/a"}]}, "proxy.routes[0].upstream: missing required key"),
+        ({"body_timeout": 0}, "proxy.body_timeout: must be > 0"),
+        ({"body_buffer_size": -1}, "proxy.body_buffer_size: must be >= 0"),
+        ({"request_buffering": "on"}, "proxy.request_buffering: expected bool"),
+        ({"body_temp_dir": "/no/such/dir"}, "proxy.body_temp_dir: '/no/such/dir' is not a"),
+        (
+            {"routes": [{"prefix": "/a", "upstream": "http://a:1", "request_buffering": 1}]},
+            "proxy.routes[0].request_buffering: expected bool",
+        ),
         (
             {"routes": [{"prefix": "/a", "upstream": "http://a:1", "x": 1}]},
             "proxy.routes[0].x: unknown key",
@@ -104,3 +112,28 @@ def test_a_full_proxy_table() -> None:
 )
 def test_errors_name_the_key_path(proxy: dict[str, Any], message: str) -> None:
     assert error(proxy).startswith(message)
+
+
+def test_request_buffering_is_on_by_default_and_per_route() -> None:
+    proxy: dict[str, Any] = {
+        "upstream": "http://127.0.0.1:9000",
+        "routes": [
+            {"prefix": "/upload", "upstream": "http://a:1", "request_buffering": False},
+            {"prefix": "/api", "upstream": "http://a:1"},
+        ],
+    }
+    config = parse({"proxy": proxy}, base_dir=REPO)
+    assert (config.proxy.request_buffering, config.proxy.body_timeout) == (True, 60.0)
+    assert (config.proxy.body_buffer_size, config.proxy.body_temp_dir) == (64 * 1024, None)
+    routes = build(config, environ={}).policy.proxy
+    assert routes is not None
+    assert routes.route("/upload/x") == (Upstream("a", 1), False)
+    assert routes.route("/api/x") == (Upstream("a", 1), True)
+    assert routes.route("/x") == (Upstream("127.0.0.1", 9000), True)
+    # Off for the whole table: the default upstream and routes that do not say streams too.
+    proxy["request_buffering"] = False
+    proxy["routes"][1]["request_buffering"] = True
+    routes = build(parse({"proxy": proxy}, base_dir=REPO), environ={}).policy.proxy
+    assert routes is not None
+    assert routes.route("/api/x") == (Upstream("a", 1), True)
+    assert routes.route("/x") == (Upstream("127.0.0.1", 9000), False)
