@@ -15,10 +15,12 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from gateway.auth_upstream import AuthURL
 from gateway.config.schema import (
     AuthConfig,
+    BrokerConfig,
     Config,
     HttpConfig,
     MountConfig,
@@ -33,7 +35,7 @@ from gateway.core.upstream import parse_upstream
 from gateway.errors import ConfigError
 from gateway.proxy.headers import parse_networks
 
-_TABLES = {"server", "http", "auth", "websocket", "plugins", "proxy"}
+_TABLES = {"server", "http", "auth", "websocket", "plugins", "proxy", "broker"}
 _MOUNT_KEYS = {"path", "use", "options"}
 _WS_KEYS = {f.name for f in dataclasses.fields(WebSocketConfig)}
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -87,7 +89,8 @@ def parse(
     )
     mounts = _mounts(data.get("plugins", {}), websocket, http)
     proxy = _proxy(build(ProxyConfig, data.get("proxy", {}), "proxy"))
-    return Config(server, http, auth, websocket, mounts, source, proxy=proxy)
+    broker = _broker(build(BrokerConfig, data["broker"], "broker")) if "broker" in data else None
+    return Config(server, http, auth, websocket, mounts, source, proxy=proxy, broker=broker)
 
 
 def parse_listen(address: str) -> tuple[str, int]:
@@ -139,6 +142,49 @@ def _proxy(proxy: ProxyConfig) -> ProxyConfig:
         except ValueError as exc:
             raise ConfigError(f"proxy.trusted_proxies[{i}]", str(exc)) from None
     return proxy
+
+
+_PREFIX = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _broker(broker: BrokerConfig) -> BrokerConfig:
+    """``url`` is ``redis://`` or ``rediss://`` with a host, an optional port and an optional
+    ``/db`` number, and nothing else; a password comes from the URL or ``password_env``, not
+    both; ``prefix`` is a plain name (it starts every channel and key)."""
+    try:
+        parts = urlsplit(broker.url)
+        port = parts.port
+    except ValueError as exc:  # the text names the port, never the password
+        raise ConfigError("broker.url", f"not a URL: {exc}") from None
+    if parts.scheme not in ("redis", "rediss"):
+        raise ConfigError(
+            "broker.url", f"must start with redis:// or rediss:// (TLS), not {parts.scheme!r}://"
+        )
+    if not parts.hostname:
+        raise ConfigError("broker.url", "needs a host")  # never echoed: it may hold a password
+    if port == 0:
+        raise ConfigError("broker.url", "port must be 1-65535")
+    db = parts.path.removeprefix("/")
+    if db and not (db.isdigit() and int(db) < 65536):
+        raise ConfigError("broker.url", f"the path is the database number (/0), got {parts.path!r}")
+    if parts.query or parts.fragment:
+        raise ConfigError("broker.url", "takes no query or fragment (set options in [broker])")
+    if broker.password_env is not None:
+        if not _ENV_NAME.fullmatch(broker.password_env):
+            raise ConfigError(
+                "broker.password_env", f"not an environment variable name: {broker.password_env!r}"
+            )
+        if parts.password is not None:
+            raise ConfigError(
+                "broker.password_env", "the URL has a password too: give it in one place only"
+            )
+    if not _PREFIX.fullmatch(broker.prefix):
+        raise ConfigError("broker.prefix", "1-64 letters, digits, '_', '-' or '.'")
+    for key in ("connect_timeout", "timeout", "retry_max_delay"):
+        if getattr(broker, key) <= 0:
+            raise ConfigError(f"broker.{key}", "must be > 0")
+    return broker
 
 
 def _upstream(url: str, key: str) -> None:

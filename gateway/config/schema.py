@@ -122,6 +122,24 @@ class ProxyConfig:
 
 
 @dataclass(frozen=True)
+class BrokerConfig:
+    """``[broker]``: Redis pub/sub between gateway processes (no table: one process, no Redis).
+
+    Every channel and key is named under ``prefix``, so deployments can share one Redis.
+    """
+
+    url: str  # "redis://[user:password@]host:port/db" or "rediss://..." (TLS)
+    password_env: str | None = None  # the password from this environment variable instead
+    prefix: str = "gateway"
+    required: bool = False  # /readyz answers 503 until Redis is connected
+    publish_queue: int = field(default=10_000, metadata={"min": 1})  # broadcasts waiting to go
+    connect_timeout: float = field(default=2.0, metadata={"min": 0})
+    timeout: float = field(default=1.0, metadata={"min": 0})  # an awaited reply (counts)
+    retry_max_delay: float = field(default=0.5, metadata={"min": 0})  # reconnect back-off cap
+    node_ttl: float = field(default=5.0, metadata={"min": 1})  # a silent node's counts expire
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = ServerConfig()
     http: HttpConfig = HttpConfig()
@@ -130,3 +148,4 @@ class Config:
     plugins: tuple[MountConfig, ...] = ()
     source: str = "<defaults>"  # the file it came from, for messages
     proxy: ProxyConfig = ProxyConfig()
+    broker: BrokerConfig | None = None  # [broker]: None runs in-process only
