@@ -114,7 +114,7 @@ class UpstreamConnection:
             and self.conn.their_state is h11.DONE
         )
 
-    def surplus(self) -> Surplus | None:
+    def surplus(self, *, poll: bool = True) -> Surplus | None:
         """What the upstream sent beyond the response it owed, if anything, without waiting.
 
         A response's framing tells where it ends; bytes past that end are the start of an
@@ -123,14 +123,15 @@ class UpstreamConnection:
         second request: "CL.0").  On a reused connection they would be read as the answer to
         the *next* request, which may be another user's: response-queue poisoning.  Two
         places can hold them: h11's receive buffer (unparsed bytes that arrived in the same
-        read as the response; a socket poll cannot see these) and the socket itself.
+        read as the response; a socket poll cannot see these) and the socket itself
+        (``poll=False`` skips that syscall, for a caller that polls later anyway).
         """
         buffered, closed = self.conn.trailing_data
         if buffered:
             return Surplus.DATA
         if closed:
             return Surplus.EOF
-        return self._poll()
+        return self._poll() if poll else None
 
     def _poll(self) -> Surplus | None:
         # A zero-timeout poll, then (only when readable) one non-blocking read to tell an EOF

@@ -7,8 +7,9 @@ Reuse is where a proxy can hand one user's response to another, so the rules are
    (:attr:`UpstreamConnection.reusable`).  Any exception inside the lease (an upstream error,
    the client leaving, a cancellation) closes it.
 2. ...and only if the upstream sent *nothing* beyond that response, neither in h11's buffer
-   nor on the socket (:meth:`UpstreamConnection.surplus`).  Checked again when an idle
-   connection is taken: bytes that arrived while it sat in the pool condemn it too.
+   nor on the socket (:meth:`UpstreamConnection.surplus`): h11's buffer when the exchange
+   ends, both when the idle connection is taken (so bytes that arrived while it sat in the
+   pool condemn it too).
 3. Once an upstream has sent surplus bytes, its pool turns *strict* for the rest of the
    process: a connection that carried a request body is not reused either.  A site that
    answers without reading a body ("CL.0") answers that body as a second request later;
@@ -95,7 +96,9 @@ class UpstreamPool:
     def _may_keep(self, conn: UpstreamConnection) -> bool:
         if not conn.reusable:
             return False  # rule 1
-        found = conn.surplus()
+        # h11's buffer only: the socket is polled when the connection is next taken, which
+        # also sees whatever arrives meanwhile (one syscall per exchange, not two).
+        found = conn.surplus(poll=False)
         if found is Surplus.DATA:
             self._condemn(conn, "after the response")
         if found is not None:
