@@ -10,7 +10,9 @@ side (no extra frame per open connection), set up by :func:`gateway.upgrade.open
 Deadlines (``[http]``): the first request head must be complete within ``head_timeout`` of the
 accept; between requests a keep-alive connection may stay idle ``keepalive_timeout``; once a
 later request's first byte arrives its head has ``head_timeout``.  A head that is started but
-not finished in time gets 408; an idle connection is just closed.
+not finished in time gets 408; an idle connection is just closed.  A WebSocket handshake has
+its mount's ``handshake_timeout`` from the first byte of the request that carries the upgrade
+(not from the accept: an upgrade on an older keep-alive connection is served).
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ class HTTPConnection:
         self.http = app.config.http
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.http.max_head_bytes)
         self._accepted_at = trio.current_time()
+        self._request_started_at = self._accepted_at  # the current request's first byte
         self._method = b""
 
     @property
@@ -135,6 +138,9 @@ class HTTPConnection:
         else:
             deadline = trio.current_time() + self.http.keepalive_timeout
         started = False
+        if self.conn.trailing_data[0]:
+            # Pipelined bytes already here: this request starts now, as we turn to it.
+            self._request_started_at = trio.current_time()
         while True:
             event = self.conn.next_event()
             if isinstance(event, h11.Request):
@@ -161,9 +167,12 @@ class HTTPConnection:
                 if idle:
                     self.app.idle_http[timer] = first  # App.start_draining shortens it
                 try:
-                    self.conn.receive_data(await self._receive())
+                    data = await self._receive()
                 finally:
                     self.app.idle_http.pop(timer, None)
+                if idle and data:
+                    self._request_started_at = trio.current_time()
+                self.conn.receive_data(data)
                 continue
             if idle and self.app.stopping:
                 return None
@@ -329,7 +338,9 @@ class HTTPConnection:
         """Admission checks, then the 101.  Returns what the session needs, or ``None`` when
         we answered instead (or the handshake deadline passed) and the connection ends."""
         mount = self.app.mounts[decision.mount.name].mount
-        deadline = self._accepted_at + mount.settings.handshake_timeout
+        # From the first byte of this request, not the accept (a keep-alive connection may be
+        # older than handshake_timeout when its upgrade comes).
+        deadline = self._request_started_at + mount.settings.handshake_timeout
         prepared: upgrade.Admission | None = None
         trailing: bytes | None = None
         try:
