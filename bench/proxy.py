@@ -1,6 +1,13 @@
 """Proxy benchmark: a small page from the legacy site, directly and through the gateway.
 
     .venv/bin/python bench/proxy.py [--duration 10] [--connections 20]
+    .venv/bin/python bench/proxy.py --against OTHER_CHECKOUT [--rounds 3] [--post-bytes 1024]
+
+With ``--against`` it is an A/B run instead: the gateway from this checkout and from another
+one (say a worktree of the commit before a change: ``git worktree add /tmp/before HEAD~1``)
+front the same site, measured alternately ``--rounds`` times for ``GET /form`` and for a
+``POST /form`` with a ``--post-bytes`` body, and the medians of the gateway's CPU µs per
+request are printed side by side with their ratio.
 
 Starts the example legacy site (``examples/legacy/app.py`` under uvicorn) and a gateway that
 fronts it (``[proxy] upstream``), each pinned to CPU 0 with ``taskset`` when available, then
@@ -19,6 +26,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -79,9 +87,13 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(5)
 
 
-def wrk(port: int, duration: float, connections: int, pids: list[int]) -> tuple[float, list[float]]:
-    """Requests/s, and the CPU seconds each pid used during the run."""
+def wrk(
+    port: int, duration: float, connections: int, pids: list[int], script: str | None = None
+) -> tuple[float, list[float]]:
+    """Requests/s, and the CPU seconds each pid used during the run (``script``: a wrk Lua
+    script, e.g. to POST)."""
     before = [cpu_seconds(p) for p in pids]
+    extra = ["-s", script] if script else []
     out = subprocess.run(
         pinned(
             1,
@@ -90,6 +102,7 @@ def wrk(port: int, duration: float, connections: int, pids: list[int]) -> tuple[
                 "-t1",
                 f"-c{connections}",
                 f"-d{max(1, round(duration))}s",
+                *extra,
                 f"http://127.0.0.1:{port}{PAGE}",
             ],
         ),
@@ -108,30 +121,100 @@ def wrk(port: int, duration: float, connections: int, pids: list[int]) -> tuple[
     return float(match.group(1)), used
 
 
+def start_gateway(tree: Path, config: Path) -> subprocess.Popen[bytes]:
+    """A gateway from the checkout ``tree`` (its own ``gateway`` package first on the path)."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    argv = [sys.executable, "-m", "gateway", "serve", "--config", str(config)]
+    proc = subprocess.Popen(
+        pinned(0, [*argv, "--log-level", "WARNING"]),
+        cwd=tree,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    threading.Thread(target=lambda: proc.stderr and proc.stderr.read(), daemon=True).start()
+    return proc
+
+
+def compare(args: argparse.Namespace) -> int:
+    """A/B: this checkout's gateway against ``args.against``'s, same site, alternating."""
+    trees = {"this": REPO, "other": Path(args.against).resolve()}
+    site_port = free_port()
+    site = start(pinned(0, uvicorn_argv(site_port)))
+    body = "value=" + "x" * max(0, args.post_bytes - len("value="))
+    results: dict[tuple[str, str], list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "post.lua"
+        script.write_text(
+            'wrk.method = "POST"\n'
+            f'wrk.body = "{body}"\n'
+            'wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"\n'
+        )
+        gateways = {}
+        try:
+            wait_http(site_port)
+            for name, tree in trees.items():
+                port = free_port()
+                config = Path(tmp) / f"{name}.toml"
+                config.write_text(
+                    f'[server]\nlisten = ["127.0.0.1:{port}"]\n'
+                    f'[proxy]\nupstream = "http://127.0.0.1:{site_port}"\n'
+                )
+                gateways[name] = (start_gateway(tree, config), port)
+                wait_http(port)
+            for _ in range(args.rounds):
+                for job, lua in (("GET", None), ("POST", str(script))):
+                    for name, (proc, port) in gateways.items():
+                        rate, (gw_cpu,) = wrk(
+                            port, args.duration, args.connections, [proc.pid], lua
+                        )
+                        results.setdefault((job, name), []).append(
+                            gw_cpu / max(rate * args.duration, 1) * 1e6
+                        )
+        finally:
+            for proc, _ in gateways.values():
+                stop(proc)
+            stop(site)
+    print(
+        f"A/B: this checkout vs {trees['other']}, {args.connections} connections, "
+        f"{args.duration:.0f} s x {args.rounds} rounds, medians (servers on CPU 0, wrk on CPU 1)"
+    )
+    print(f"{'gateway CPU µs/request':26} {'this':>8} {'other':>8} {'this/other':>11}")
+    for job in ("GET", "POST"):
+        this, other = (statistics.median(results[(job, n)]) for n in ("this", "other"))
+        label = f"{job} /form" + (f" ({args.post_bytes} B body)" if job == "POST" else "")
+        print(f"{label:26} {this:8.0f} {other:8.0f} {this / other:11.3f}")
+    return 0
+
+
+def uvicorn_argv(port: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "examples.legacy.app:app",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=20)
+    parser.add_argument("--against", help="another checkout: an A/B run of the two gateways")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--post-bytes", type=int, default=1024)
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed: apt-get install wrk")
+    if args.against:
+        return compare(args)
     site_port, gw_port = free_port(), free_port()
-    site = start(
-        pinned(
-            0,
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "examples.legacy.app:app",
-                "--port",
-                str(site_port),
-                "--log-level",
-                "warning",
-                "--no-access-log",
-            ],
-        )
-    )
+    site = start(pinned(0, uvicorn_argv(site_port)))
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "proxy-bench.toml"
         config.write_text(
