@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import trio
+from trio_websocket import ConnectionClosed
 
 from gateway.errors import ConfigError
 from gateway.testing import serve
-from tests.integration.conftest import wait_until
+from tests.integration.conftest import TIMEOUT, GatewayFactory, wait_until, ws_client
 from tests.integration.legacy import LegacyServer, free_port, run_legacy_site
+from tests.support.ws_upstream import scripted_upstream
 
 RELAY = "plugins.relay:Relay"
 
@@ -142,3 +145,73 @@ async def test_the_url_option_is_required() -> None:
         async with serve(RELAY, "/relay"):
             pass
     assert info.value.path == "plugins.test.options.url"
+
+
+# -- upstream faults (issue 9, item 7): never blamed on the client ----------------------------
+
+FAULTS = [
+    "opcode",
+    "utf8",
+    "masked",
+    "oversized",
+    "close-1002",
+    "bad-accept",
+    "no-upgrade",
+    "not-http",
+]
+
+
+def relay_mount(url: str, **websocket: object) -> dict[str, object]:
+    """``start_gateway`` changes adding a relay mount on ``/up`` to ``url``."""
+    table: dict[str, object] = {"path": "/up", "use": RELAY, "options": {"url": url}}
+    table.update(websocket)
+    return {"plugins.up": table}
+
+
+def gateway_records(caplog: pytest.LogCaptureFixture, level: int) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name.startswith("gateway") and r.levelno >= level]
+
+
+@pytest.mark.parametrize("mode", FAULTS)
+async def test_an_upstream_fault_closes_the_client_bad_gateway_with_one_warning(
+    start_gateway: GatewayFactory, caplog: pytest.LogCaptureFixture, mode: str
+) -> None:
+    caplog.set_level(logging.INFO)
+    async with (
+        scripted_upstream(mode, big=2000) as upstream,
+        start_gateway(relay_mount(upstream.url, max_message_size=1000)) as gw,
+    ):
+        async with ws_client(gw, "/up") as ws:
+            with trio.fail_after(TIMEOUT), pytest.raises(ConnectionClosed) as info:
+                await ws.get_message()
+        await wait_until(lambda: len(gw.app.mounts["up"].mount) == 0, "the session ended")
+    closed = info.value.reason
+    assert closed is not None
+    assert (closed.code, closed.reason) == (1011, "bad gateway")
+    assert not gateway_records(caplog, logging.ERROR), "an upstream fault is not our crash"
+    warnings = gateway_records(caplog, logging.WARNING)
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    line = warnings[0].getMessage()
+    assert upstream.url in line
+    assert "\n" not in line and warnings[0].exc_info is None  # one line, no traceback
+
+
+async def test_upstream_fault_warnings_are_rate_limited(
+    start_gateway: GatewayFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    codes: list[int | None] = []
+    async with (
+        scripted_upstream("opcode") as upstream,
+        start_gateway(relay_mount(upstream.url)) as gw,
+    ):
+        for _ in range(5):
+            async with ws_client(gw, "/up") as ws:
+                with trio.fail_after(TIMEOUT), pytest.raises(ConnectionClosed) as info:
+                    await ws.get_message()
+            codes.append(info.value.reason.code if info.value.reason else None)
+        connections = upstream.connections
+    assert codes == [1011] * 5
+    assert connections == 5
+    warnings = [r.getMessage() for r in gateway_records(caplog, logging.WARNING)]
+    assert len(warnings) == 1, warnings
