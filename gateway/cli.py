@@ -19,8 +19,8 @@ import trio
 
 from gateway import app as app_module
 from gateway import log as log_module
-from gateway import server
-from gateway.config.load import load_file, parse_listen
+from gateway import server, supervision, supervisor
+from gateway.config.load import check_workers, load_file, parse_listen
 from gateway.config.schema import Config
 from gateway.core import cookies
 from gateway.errors import ConfigError
@@ -55,11 +55,18 @@ def _parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="listen here instead of server.listen (repeatable; port 0 picks a free port)",
     )
+    serve.add_argument(
+        "--workers",
+        metavar="N",
+        help="worker processes accepting on the same addresses, an int >= 1 or 'auto' (one per "
+        "CPU); more than one needs [broker] (default: server.workers, which defaults to 1)",
+    )
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     serve.set_defaults(func=_serve)
 
     check = sub.add_parser("check", help="validate a config (and load its plugins)")
     check.add_argument("--config", default=DEFAULT_CONFIG)
+    check.add_argument("--workers", metavar="N", help="check as serve --workers N would run")
     check.set_defaults(func=_check)
 
     sign = sub.add_parser("sign-cookie", help="print a signed session cookie value")
@@ -69,8 +76,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(path: str, listen: Sequence[str] | None = None) -> Config:
+def _load(path: str, listen: Sequence[str] | None = None, workers: str | None = None) -> Config:
     config = load_file(path)
+    if workers is not None:
+        try:
+            count = supervision.parse_workers(workers)
+        except ValueError as exc:
+            raise ConfigError("--workers", str(exc)) from None
+        config = dataclasses.replace(
+            config, server=dataclasses.replace(config.server, workers=count)
+        )
+        check_workers(config, "--workers")
     if listen:
         for i, address in enumerate(listen):
             try:
@@ -84,10 +100,11 @@ def _load(path: str, listen: Sequence[str] | None = None) -> Config:
 
 
 def _check(args: argparse.Namespace) -> int:
-    config = _load(args.config)
+    config = _load(args.config, workers=args.workers)
     app = app_module.build(config)
     mounts = ", ".join(f"{m.name}={m.path}" for m in config.plugins) or "none"
-    print(f"{args.config}: OK ({len(app.mounts)} mounts: {mounts})")
+    workers = "" if config.server.workers == 1 else f"; workers: {config.server.workers}"
+    print(f"{args.config}: OK ({len(app.mounts)} mounts: {mounts}{workers})")
     return 0
 
 
@@ -105,10 +122,20 @@ def _sign_cookie(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     log_module.configure(args.log_level)
-    config = _load(args.config, args.listen)
+    config = _load(args.config, args.listen, args.workers)
     app = app_module.build(config)
+    workers = supervision.resolve_workers(config.server.workers, _cpus())
+    if workers > 1:
+        return supervisor.run(config, workers, args.log_level)
     trio.run(_run, app)
     return 0
+
+
+def _cpus() -> int | None:
+    """The CPUs this process may run on (a container's or taskset's share, where known)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count()
 
 
 async def _run(app: app_module.App) -> None:

@@ -90,7 +90,23 @@ def parse(
     mounts = _mounts(data.get("plugins", {}), websocket, http)
     proxy = _proxy(build(ProxyConfig, data.get("proxy", {}), "proxy"))
     broker = _broker(build(BrokerConfig, data["broker"], "broker")) if "broker" in data else None
-    return Config(server, http, auth, websocket, mounts, source, proxy=proxy, broker=broker)
+    config = Config(server, http, auth, websocket, mounts, source, proxy=proxy, broker=broker)
+    check_workers(config)
+    return config
+
+
+def check_workers(config: Config, key: str = "server.workers") -> None:
+    """More than one worker needs ``[broker]``: without it each worker's broadcasts, rooms and
+    counts would reach only the clients of that worker, silently.  ``"auto"`` is refused too,
+    whatever this machine's CPU count: the same file must not pass here and fail elsewhere."""
+    workers = config.server.workers
+    if config.broker is None and (workers == "auto" or workers > 1):
+        raise ConfigError(
+            key,
+            f"{workers!r} workers need a [broker] table (broker.url): without one, broadcasts, "
+            "chat rooms and client counts would silently reach only the clients of the worker "
+            "that sent them",
+        )
 
 
 def parse_listen(address: str) -> tuple[str, int]:

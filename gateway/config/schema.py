@@ -28,6 +28,9 @@ class ServerConfig:
     shutdown_timeout: float = field(default=10.0, metadata={"min": 0})
     drain_delay: float = field(default=0.0, metadata={"min": 0})
     tls: TLSConfig | None = None
+    # Worker processes accepting on the same addresses ("auto": one per CPU); more than one
+    # needs [broker] (gateway.config.load.check_workers).
+    workers: int | Literal["auto"] = field(default=1, metadata={"min": 1})
 
 
 @dataclass(frozen=True)
