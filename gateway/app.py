@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +18,8 @@ import trio
 
 from gateway.auth import Authenticator, CookieAuthenticator
 from gateway.auth_upstream import UpstreamAuthenticator
+from gateway.broker.shell import Broker
+from gateway.broker.subscriptions import Route
 from gateway.config.schema import Config, WebSocketConfig
 from gateway.core import cookies
 from gateway.core.decisions import MountRoute
@@ -59,11 +61,24 @@ class App:
     connections: int = 0
     idle: trio.Event = field(default_factory=trio.Event)
     proxy: ProxyRuntime | None = None  # [proxy]: upstream pools; None when proxying is off
+    broker: Broker | None = None  # [broker]: Redis between processes; None: this one only
+
+    @property
+    def ready(self) -> bool:
+        """What /readyz says: not draining, and with ``broker.required``, Redis connected."""
+        if self.draining:
+            return False
+        broker = self.broker
+        return broker is None or not broker.config.required or broker.connected
 
     @asynccontextmanager
     async def lifespans(self) -> AsyncIterator[None]:
         """Enter every class plugin's lifespan (in mount order), leave them in reverse."""
         async with AsyncExitStack() as stack:
+            if self.broker is not None:  # first in, last out: it outlives every session
+                nursery = await stack.enter_async_context(trio.open_nursery())
+                stack.callback(nursery.cancel_scope.cancel)
+                await nursery.start(self.broker.run)
             if self.proxy is not None:
                 stack.push_async_callback(self.proxy.pools.aclose)  # left last: after serving
             for runtime in self.mounts.values():
@@ -137,8 +152,51 @@ def build(config: Config, environ: Mapping[str, str] | None = None) -> App:
     static_root = Path(config.http.static_root) if config.http.static_root else None
     app = App(config, policy, mounts, static_root, keyring)
     app.proxy = ProxyRuntime.build(config.proxy)
+    app.broker = _broker(config, mounts, environ)
     app.idle.set()
     return app
+
+
+def _broker(
+    config: Config, mounts: Mapping[str, MountRuntime], environ: Mapping[str, str]
+) -> Broker | None:
+    """The broker for ``[broker]`` (its password read from the environment now, so a missing
+    one stops ``check`` and ``serve``), attached to every mount; ``None`` without the table."""
+    if config.broker is None:
+        return None
+    password = None
+    if config.broker.password_env is not None:
+        password = environ.get(config.broker.password_env)
+        if not password:
+            raise ConfigError(
+                "broker.password_env",
+                f"environment variable {config.broker.password_env} is not set",
+            )
+    broker = Broker(config.broker, password)
+    broker.attach(
+        _LocalMounts({name: runtime.mount for name, runtime in mounts.items()}),
+        {name: runtime.mount.settings.max_message_size for name, runtime in mounts.items()},
+    )
+    for runtime in mounts.values():
+        runtime.mount.cluster = broker
+    return broker
+
+
+@dataclass
+class _LocalMounts:
+    """This process's mounts, as the broker delivers to and counts them."""
+
+    mounts: dict[str, Mount]
+
+    def deliver(self, route: Route, message: str | bytes) -> int:
+        mount = self.mounts.get(route.mount)
+        return mount.deliver(route, message) if mount is not None else 0
+
+    def local_counts(self) -> Iterator[tuple[Route, int]]:
+        for mount in self.mounts.values():
+            yield mount.route, len(mount)
+            for group in mount.groups.values():
+                yield group.route, len(group)
 
 
 def _proxy_routes(config: Config) -> ProxyRoutes | None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from gateway.api import UpgradeRequest
@@ -70,3 +70,18 @@ async def authenticate(
     if result is None and mode != "optional":
         return UNAUTHORIZED
     return result
+
+
+def principal_user(principal: object) -> str | None:
+    """The user name a principal stands for (the key of per-user delivery,
+    :meth:`gateway.mount.Mount.send_to_user`): a string principal is the name, an object's
+    ``user`` attribute (the signed cookie's :class:`~gateway.core.cookies.Principal`), a
+    mapping's ``"user"``; ``None`` for nobody or a principal without a name."""
+    if isinstance(principal, str):
+        return principal or None
+    user = (
+        principal.get("user")
+        if isinstance(principal, Mapping)
+        else getattr(principal, "user", None)
+    )
+    return user if isinstance(user, str) and user else None

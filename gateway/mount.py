@@ -5,6 +5,13 @@ server): its own client set, its own connection cap, its own groups.  ``broadcas
 frame once (server frames are unmasked, so the bytes are the same for every client) and only
 *queues* it on each connection, so it never waits on the slowest client; a client whose queue
 overflows is closed with 1013 by its own connection (see :mod:`gateway.ws.connection`).
+
+With ``[broker]`` a mount is one process's part of a cluster (:attr:`Mount.cluster`): local
+members still get every broadcast at once, and the same call queues one PUBLISH so every other
+process fans the message out to its own members (:mod:`gateway.broker`).  A process subscribes
+to a group's channel while the group has local members, to its mount's while it has clients,
+and to a user's while that user has sessions here.  ``len()`` stays local;
+:meth:`Group.cluster_count` and :meth:`Mount.cluster_count` are the cluster-wide counts.
 """
 
 from __future__ import annotations
@@ -12,13 +19,23 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
+from gateway.broker.subscriptions import Route
 from gateway.config.schema import MountConfig, WebSocketConfig
 from gateway.ws import frames
 from gateway.ws.connection import WebSocketConnection
 
 log = logging.getLogger("gateway.mount")
+
+
+class Cluster(Protocol):
+    """The other processes, as a mount sees them (:class:`gateway.broker.shell.Broker`)."""
+
+    def publish(self, route: Route, message: str | bytes) -> None: ...
+    def hold(self, route: Route) -> None: ...
+    def release(self, route: Route) -> None: ...
+    async def count(self, route: Route, local: int) -> int: ...
 
 
 class Group:
@@ -28,6 +45,7 @@ class Group:
         self.mount = mount
         self.name = name
         self._members: set[WebSocketConnection] = set()
+        self.route = Route("g", mount.name, name)
 
     def __len__(self) -> int:
         return len(self._members)
@@ -42,17 +60,35 @@ class Group:
     @contextmanager
     def join(self, ws: WebSocketConnection) -> Iterator[Group]:
         """Be a member for the duration of the ``with`` block (left even on error)."""
+        cluster = self.mount.cluster
+        first = not self._members
         self._members.add(ws)
+        if first and cluster is not None:
+            cluster.hold(self.route)  # subscribe while the group has local members
         try:
             yield self
         finally:
             self._members.discard(ws)
             if not self._members:
+                if cluster is not None:
+                    cluster.release(self.route)  # the last local member left: unsubscribe
                 self.mount._drop_group(self)
 
     def broadcast(self, message: str | bytes, *, exclude: WebSocketConnection | None = None) -> int:
-        """Queue ``message`` for every member (except ``exclude``); returns how many took it."""
-        return _fan_out(self._members, message, exclude)
+        """Queue ``message`` for every member (except ``exclude``); returns how many local
+        members took it.  With a broker, also queues one PUBLISH for the other processes."""
+        sent = _fan_out(self._members, message, exclude)
+        if self.mount.cluster is not None:
+            self.mount.cluster.publish(self.route, message)
+        return sent
+
+    async def cluster_count(self) -> int:
+        """Members in every process (this one's included); ``len(group)`` without a broker,
+        or when Redis does not answer in time."""
+        cluster = self.mount.cluster
+        if cluster is None:
+            return len(self._members)
+        return await cluster.count(self.route, len(self._members))
 
 
 class Mount:
@@ -66,6 +102,10 @@ class Mount:
         self._groups: dict[str, Group] = {}
         self.reserved = 0  # admitted handshakes not yet registered
         self.plugin: Any = None  # the Plugin instance (class plugins) or the function
+        self.cluster: Cluster | None = None  # the broker, with [broker]
+        self.route = Route("m", self.name)
+        self._users: dict[str, set[WebSocketConnection]] = {}  # authenticated sessions
+        self._user_of: dict[WebSocketConnection, str] = {}
 
     @property
     def clients(self) -> frozenset[WebSocketConnection]:
@@ -97,20 +137,81 @@ class Mount:
             del self._groups[group.name]
 
     def broadcast(self, message: str | bytes, *, exclude: WebSocketConnection | None = None) -> int:
-        """Queue ``message`` for every client of this mount; returns how many took it."""
-        return _fan_out(self._clients, message, exclude)
+        """Queue ``message`` for every client of this mount; returns how many local clients
+        took it.  With a broker, also queues one PUBLISH for the other processes."""
+        sent = _fan_out(self._clients, message, exclude)
+        if self.cluster is not None:
+            self.cluster.publish(self.route, message)
+        return sent
 
-    def register(self, ws: WebSocketConnection, *, reserved: bool = False) -> None:
+    def sessions_of(self, user: str) -> frozenset[WebSocketConnection]:
+        """This process's open connections of the authenticated ``user`` on this mount."""
+        return frozenset(self._users.get(user, ()))
+
+    def send_to_user(
+        self, user: str, message: str | bytes, *, exclude: WebSocketConnection | None = None
+    ) -> int:
+        """Queue ``message`` for every session of the authenticated ``user`` on this mount,
+        in every process (Centrifugo's personal channel); returns how many local sessions took
+        it.  ``user`` is the principal's name (:func:`gateway.auth.principal_user`)."""
+        sent = _fan_out(self._users.get(user, set()), message, exclude)
+        if self.cluster is not None:
+            self.cluster.publish(Route("u", self.name, user), message)
+        return sent
+
+    async def cluster_count(self) -> int:
+        """Clients of this mount in every process; ``len(mount)`` without a broker, or when
+        Redis does not answer in time."""
+        if self.cluster is None:
+            return len(self._clients)
+        return await self.cluster.count(self.route, len(self._clients))
+
+    def deliver(self, route: Route, message: str | bytes) -> int:
+        """Fan out a message another process published to ``route`` (the broker calls this;
+        the frame is encoded once here, for every local holder)."""
+        if route.kind == "g":
+            group = self._groups.get(route.name)
+            return _fan_out(group._members, message, None) if group is not None else 0
+        if route.kind == "u":
+            return _fan_out(self._users.get(route.name, set()), message, None)
+        return _fan_out(self._clients, message, None)
+
+    def register(
+        self, ws: WebSocketConnection, *, reserved: bool = False, user: str | None = None
+    ) -> None:
         """Count ``ws`` among :attr:`clients` until :meth:`unregister` (taking over the place
-        reserved for it at admission, if ``reserved``).  Pair the two with ``try``/``finally``:
-        plain calls, not a context manager, so an open session keeps no generator alive."""
+        reserved for it at admission, if ``reserved``), and among ``user``'s sessions if it
+        is an authenticated one.  Pair the two with ``try``/``finally``: plain calls, not a
+        context manager, so an open session keeps no generator alive."""
         if reserved:
             self.reserved -= 1
+        if not self._clients and self.cluster is not None:
+            self.cluster.hold(self.route)
         self._clients.add(ws)
+        if user is not None:
+            sessions = self._users.get(user)
+            if sessions is None:
+                sessions = self._users[user] = set()
+                if self.cluster is not None:
+                    self.cluster.hold(Route("u", self.name, user))
+            sessions.add(ws)
+            self._user_of[ws] = user
 
     def unregister(self, ws: WebSocketConnection) -> None:
         """Stop counting ``ws`` among :attr:`clients` (nothing happens if it was not)."""
+        if ws not in self._clients:
+            return
         self._clients.discard(ws)
+        if not self._clients and self.cluster is not None:
+            self.cluster.release(self.route)
+        user = self._user_of.pop(ws, None)
+        if user is not None:
+            sessions = self._users[user]
+            sessions.discard(ws)
+            if not sessions:
+                del self._users[user]
+                if self.cluster is not None:
+                    self.cluster.release(Route("u", self.name, user))
 
     def close_all(self, code: int, reason: str) -> None:
         """Start closing every client (shutdown: 1001); each finishes in its own task."""

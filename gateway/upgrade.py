@@ -200,7 +200,8 @@ def open_session(
     session.log.info("open %s from %s", safe(session.path), session.remote)
     if app.draining:  # shutdown began during the handshake
         ws.close_nowait(1001, "server shutting down")
-    mount.register(ws, reserved=True)  # last: from here on the caller's finally unregisters
+    # last: from here on the caller's finally unregisters
+    mount.register(ws, reserved=True, user=auth.principal_user(request.principal))
     return ws, session, handler_task
 
 

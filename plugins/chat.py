@@ -2,9 +2,12 @@
 
 Clients send plain text; every client in the same room (not other rooms) receives JSON:
 ``{"type": "message", "room", "user", "text"}``, plus ``join``/``leave`` notices with the
-member count when ``announce`` is on.  Text is cut to ``max_message_chars`` characters (the
-classic example cut at 50).  A broadcast only queues the frame on each member, so one slow
-member never delays the room; it is closed with 1013 if its queue overflows.
+member count when ``announce`` is on.  With ``[broker]`` a room spans every gateway process:
+the member count in the notices is the cluster-wide one, and ``max_members`` applies to the
+whole cluster (a join that would pass it is closed with 1013).  Text is cut to
+``max_message_chars`` characters (the classic example cut at 50).  A broadcast only queues the
+frame on each member, so one slow member never delays the room; it is closed with 1013 if its
+queue overflows.
 
 ``format = "text"`` is the classic chat server instead (the javascript.info tutorial's Node
 ``ws`` server, so its client works unchanged): every message goes to the whole room exactly as
@@ -21,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from gateway.api import CloseSession, Plugin, Reject, Session, UpgradeRequest, WebSocketConnection
+from gateway.mount import Group
 
 
 @dataclass(frozen=True)
@@ -54,9 +58,12 @@ class Chat(Plugin[ChatOptions]):
         room = self.mount.group(room_name)
         if len(room) >= self.options.max_members:  # filled up since check()
             raise CloseSession(1013, "room is full")
-        with room.join(ws):
-            self._notice(room_name, "join", user)
-            try:
+        joined = False
+        try:
+            with room.join(ws):
+                members = await self._admit(room)
+                joined = True
+                self._notice(room, "join", user, members)
                 while True:
                     message = await ws.get_message()
                     if not isinstance(message, str):
@@ -68,20 +75,24 @@ class Chat(Plugin[ChatOptions]):
                             {"type": "message", "room": room_name, "user": user, "text": text}
                         )
                     )
-            finally:
-                room_after = len(room) - 1
-                if self.options.announce and room_after > 0:
-                    room.broadcast(
-                        json.dumps(
-                            {
-                                "type": "leave",
-                                "room": room_name,
-                                "user": user,
-                                "members": room_after,
-                            }
-                        ),
-                        exclude=ws,
-                    )
+        finally:
+            if joined and self.options.announce:
+                # Counted after leaving, in every process; sent to whoever is in the room now
+                # (the group object is new if the room emptied here and filled again).
+                members = await room.cluster_count()
+                if members > 0:
+                    current = self.mount.groups.get(room_name, room)
+                    self._notice(current, "leave", user, members)
+
+    async def _admit(self, room: Group) -> int:
+        """The room's cluster-wide count with this member in it (awaited: it also waits until
+        this process hears the room's messages); 1013 if that is over ``max_members``.  Each
+        process writes its own count before adding up, so two joins racing on two processes
+        can both be refused, never both admitted past the limit."""
+        members = await room.cluster_count()
+        if members > self.options.max_members:
+            raise CloseSession(1013, "room is full")
+        return members
 
     async def _relay_text(self, ws: WebSocketConnection, session: Session) -> None:
         """``format = "text"``: broadcast each message as received, cut, with no notices."""
@@ -90,16 +101,16 @@ class Chat(Plugin[ChatOptions]):
             raise CloseSession(1013, "room is full")
         limit = self.options.max_message_chars
         with room.join(ws):
+            await self._admit(room)
             while True:
                 message = await ws.get_message()
                 # str: code points; bytes: bytes.  The sender gets its own message too.
                 room.broadcast(message[:limit])
 
-    def _notice(self, room_name: str, kind: str, user: str) -> None:
+    def _notice(self, room: Group, kind: str, user: str, members: int) -> None:
         if self.options.announce:
-            room = self.mount.group(room_name)
             room.broadcast(
-                json.dumps({"type": kind, "room": room_name, "user": user, "members": len(room)})
+                json.dumps({"type": kind, "room": room.name, "user": user, "members": members})
             )
 
 

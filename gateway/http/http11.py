@@ -270,8 +270,9 @@ class HTTPConnection:
         await self._send_simple(Reject(status, detail, close=True))
 
     async def _health(self, decision: Health) -> None:
-        if decision.ready and self.app.draining:
-            await self.respond(503, (("Cache-Control", "no-store"),), b"draining\n")
+        if decision.ready and not self.app.ready:  # draining, or a required broker is down
+            reason = b"draining\n" if self.app.draining else b"broker not connected\n"
+            await self.respond(503, (("Cache-Control", "no-store"),), reason)
         else:
             await self.respond(200, (("Cache-Control", "no-store"),), b"ok\n")
 
