@@ -1,9 +1,9 @@
 """``gateway serve --workers N`` (N > 1): the supervisor process, a thin trio shell.
 
-It binds the listening sockets itself (so port 0 and bind errors are resolved once, before any
-worker exists), then starts N worker processes (:mod:`gateway.worker`) that inherit them and
-all accept on them.  The decisions are :mod:`gateway.supervision`'s pure functions; this module
-only acts on them:
+It binds the listening sockets itself (:mod:`gateway.worker_sockets`: so port 0 and bind
+errors are resolved once, before any worker exists), then starts N worker processes
+(:mod:`gateway.worker`) that inherit them and accept on them.  The decisions are
+:mod:`gateway.supervision`'s pure functions; this module only acts on them:
 
 * a worker that dies while the gateway runs is logged with its exit status and restarted after
   a back-off; too many crashes of one worker in a short time: the supervisor gives up loudly,
@@ -12,8 +12,8 @@ only acts on them:
   a second one: SIGQUIT, every worker stops now; a worker still running at
   :func:`~gateway.supervision.drain_deadline` is killed.
 
-The supervisor never accepts a connection.  While a worker is being restarted, connections
-wait in the shared accept queue (or the other workers take them): none is refused.
+The supervisor never accepts a connection.  It holds the sockets while the workers run, so a
+connection waiting on a worker that died is served by its restart, never reset.
 """
 
 from __future__ import annotations
@@ -23,12 +23,13 @@ import math
 import os
 import pickle
 import signal
+import socket
 import subprocess
 from dataclasses import dataclass, field
 
 import trio
 
-from gateway import server, worker
+from gateway import worker, worker_sockets
 from gateway.config.schema import Config
 from gateway.errors import ConfigError
 from gateway.supervision import (
@@ -50,60 +51,65 @@ log = logging.getLogger("gateway.supervisor")
 
 @dataclass
 class _Slot:
-    """Worker number ``index``: its current process and its recent crashes."""
+    """Worker number ``index``: its sockets, its current process and its recent crashes."""
 
     index: int
+    sockets: list[socket.socket]
     process: trio.Process | None = None
     crashes: tuple[float, ...] = ()
     stop_status: int | None = None  # how it exited once told to drain or stop
+
+    @property
+    def fds(self) -> list[int]:
+        return [sock.fileno() for sock in self.sockets]
 
 
 @dataclass
 class Supervisor:
     config: Config
-    workers: int
+    slots: list[_Slot]
     log_level: str
     policy: RestartPolicy = field(default_factory=RestartPolicy)
     phase: Phase = Phase.RUNNING
     gave_up: bool = False
     killed: int = 0
-    slots: list[_Slot] = field(default_factory=list)
     stopping: trio.Event = field(default_factory=trio.Event)  # set by the first "drain"
     # Set at "drain": when a worker still running gets killed.  Every wait on a worker runs
     # in one of the ``waits`` cancel scopes, so the deadline reaches waits already under way.
     deadline: float = math.inf
     waits: set[trio.CancelScope] = field(default_factory=set)
+    spawning: int = 0  # workers being started: their sockets must stay open until they are
 
     async def run(self) -> int:
-        try:
-            listeners = await server.open_listeners(self.config.server.listen)
-        except OSError as exc:
-            raise ConfigError("server.listen", f"cannot listen: {exc.strerror or exc}") from None
-        fds = [listener.socket.fileno() for listener in listeners]
         payload = pickle.dumps(self.config)
-        for url in server.bound_urls(listeners, self.config.server.tls is not None):
-            log.info("listening on %s", url)
-        log.info("supervisor pid %d: starting %d workers", os.getpid(), self.workers)
-        self.slots = [_Slot(i) for i in range(1, self.workers + 1)]
+        log.info("supervisor pid %d: starting %d workers", os.getpid(), len(self.slots))
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._signals)
                 async with trio.open_nursery() as slots:
                     for slot in self.slots:
-                        slots.start_soon(self._keep_running, slot, fds, payload)
+                        slots.start_soon(self._keep_running, slot, payload)
                 nursery.cancel_scope.cancel()
         finally:
-            for listener in listeners:
-                await listener.aclose()
+            self._close_sockets()
         stops = [s.stop_status for s in self.slots if s.stop_status is not None]
         status = exit_status(self.gave_up, stops, self.killed)
         log.info("stopped (exit status %d)", status)
         return status
 
-    async def _keep_running(self, slot: _Slot, fds: list[int], payload: bytes) -> None:
+    def _close_sockets(self) -> None:
+        """Close the supervisor's copies of the listening sockets, once no worker is being
+        started: from then on each socket closes when its workers close theirs (after the
+        drain delay), so the port refuses new connections as a single process's does."""
+        if self.spawning == 0:
+            for slot in self.slots:
+                for sock in slot.sockets:
+                    sock.close()
+
+    async def _keep_running(self, slot: _Slot, payload: bytes) -> None:
         """Run worker ``slot`` until the gateway stops, restarting it when it dies."""
         while self.phase is Phase.RUNNING:
-            pid, returncode = await self._run_once(slot, fds, payload)
+            pid, returncode = await self._run_once(slot, payload)
             if self.phase is not Phase.RUNNING:
                 slot.stop_status = returncode
                 level = logging.INFO if returncode == 0 else logging.WARNING
@@ -133,14 +139,20 @@ class Supervisor:
             with trio.move_on_after(decision.delay):
                 await self.stopping.wait()
 
-    async def _run_once(self, slot: _Slot, fds: list[int], payload: bytes) -> tuple[int, int]:
+    async def _run_once(self, slot: _Slot, payload: bytes) -> tuple[int, int]:
         """Start worker ``slot``, hand it the config, wait for it to exit: (pid, returncode)."""
+        fds = slot.fds
         command = worker.command(slot.index, fds, self.log_level)
-        process = await trio.lowlevel.open_process(command, stdin=subprocess.PIPE, pass_fds=fds)
+        self.spawning += 1
+        try:
+            process = await trio.lowlevel.open_process(command, stdin=subprocess.PIPE, pass_fds=fds)
+        finally:
+            self.spawning -= 1
         slot.process = process
         log.info("worker %d started (pid %d)", slot.index, process.pid)
         if self.phase is not Phase.RUNNING:  # a signal came while it was being started
             self._signal(process, Action.DRAIN if self.phase is Phase.DRAINING else Action.STOP_NOW)
+            self._close_sockets()
         assert process.stdin is not None
         # The pipe stays open while the worker runs: its end of file tells the worker that
         # the supervisor is gone.
@@ -185,6 +197,7 @@ class Supervisor:
             for scope in self.waits:
                 scope.deadline = self.deadline
             self.stopping.set()
+            self._close_sockets()
         for slot in self.slots:
             if slot.process is not None:
                 self._signal(slot.process, action)
@@ -206,5 +219,25 @@ async def _send_config(stdin: trio.abc.SendStream, payload: bytes) -> None:
 
 
 def run(config: Config, workers: int, log_level: str) -> int:
-    """Supervise ``workers`` worker processes until a signal or a give-up; the exit status."""
-    return trio.run(Supervisor(config, workers, log_level).run)
+    """Bind, then supervise ``workers`` worker processes until a signal or a give-up; the
+    exit status.  Raises :class:`ConfigError` if an address cannot be bound."""
+    reuseport = worker_sockets.balancing_supported()
+    try:
+        sockets = worker_sockets.bind(config.server.listen, workers, reuseport=reuseport)
+    except OSError as exc:
+        raise ConfigError("server.listen", f"cannot listen: {exc.strerror or exc}") from None
+    for url in _urls(sockets[0], secure=config.server.tls is not None):
+        log.info("listening on %s", url)
+    how = "a socket of its own per address (SO_REUSEPORT)" if reuseport else "shared sockets"
+    log.info("%d workers, each on %s", workers, how)
+    slots = [_Slot(i, socks) for i, socks in enumerate(sockets, start=1)]
+    return trio.run(Supervisor(config, slots, log_level).run)
+
+
+def _urls(sockets: list[socket.socket], *, secure: bool) -> list[str]:
+    urls = []
+    for sock in sockets:
+        host, port = sock.getsockname()[:2]
+        host = f"[{host}]" if ":" in host else host
+        urls.append(f"{'https' if secure else 'http'}://{host}:{port}")
+    return urls

@@ -1,0 +1,338 @@
+"""``gateway serve --workers N``: a supervisor and N worker processes on one port, for real.
+
+Every test runs ``python -m gateway serve --workers 2`` as a subprocess with a real
+``redis-server`` behind ``[broker]`` (more than one worker needs one) and talks to it with
+the ``websockets`` client.  The ``/pid`` mount says which worker process serves a session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import AsyncExitStack, contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from tests.integration.conftest import (
+    REPO,
+    TIMEOUT,
+    GatewayProcess,
+    config_data,
+    write_config,
+)
+from tests.support.redis_server import RedisServer, redis_server  # noqa: F401
+
+T = TypeVar("T")
+
+PLUGINS = "tests.integration.worker_plugins"
+SCENARIO_TIMEOUT = 30.0  # seconds for one test's whole client scenario
+MAX_TRIES = 60  # connections opened, at most, to find a session on a given worker
+GRACE = 2.0  # config_data's server.shutdown_timeout
+STARTED = re.compile(r"worker (\d+) started \(pid (\d+)\)")
+
+
+def workers_config(
+    tmp_path: Path, redis: RedisServer, changes: Mapping[str, object] | None = None
+) -> Path:
+    data = config_data(
+        {
+            "broker.url": redis.url,
+            "plugins.pid": {"path": "/pid", "use": f"{PLUGINS}:whoami"},
+            **(changes or {}),
+        }
+    )
+    return write_config(tmp_path / "config.toml", data)
+
+
+@contextmanager
+def supervised(config: Path, workers: int = 2) -> Iterator[GatewayProcess]:
+    process = GatewayProcess(
+        ["serve", "--config", str(config), "--workers", str(workers), "--listen", "127.0.0.1:0"]
+    )
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.stop()
+
+
+def run(scenario: Callable[[], Awaitable[T]]) -> T:
+    async def bounded() -> T:
+        return await asyncio.wait_for(scenario(), SCENARIO_TIMEOUT)
+
+    return asyncio.run(bounded())
+
+
+async def until(predicate: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        await asyncio.sleep(0.02)
+
+
+def started(process: GatewayProcess) -> list[tuple[int, int]]:
+    """(worker number, pid) for every "worker N started (pid P)" line so far."""
+    return [(int(m[1]), int(m[2])) for line in process.lines if (m := STARTED.search(line))]
+
+
+def parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def gone(pid: int) -> bool:
+    """Exited (a zombie counts: whoever inherited it may not reap it at once)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state in ("Z", "X")
+
+
+async def open_session(
+    process: GatewayProcess, stack: AsyncExitStack
+) -> tuple[int, ClientConnection]:
+    """A ``/pid`` session (closed with ``stack``) and the pid of the worker serving it."""
+    ws = await stack.enter_async_context(
+        connect(process.ws_url("/pid"), proxy=None, compression=None, open_timeout=TIMEOUT)
+    )
+    pid = await ws.recv()
+    assert isinstance(pid, str)
+    return int(pid), ws
+
+
+async def sessions_on(
+    process: GatewayProcess, stack: AsyncExitStack, pids: set[int]
+) -> dict[int, list[ClientConnection]]:
+    """Open ``/pid`` sessions until every worker in ``pids`` serves at least one (the kernel
+    hands each connection to whichever worker accepts first); every session, by pid."""
+    by_pid: dict[int, list[ClientConnection]] = {}
+    for _ in range(MAX_TRIES):
+        pid, ws = await open_session(process, stack)
+        by_pid.setdefault(pid, []).append(ws)
+        if pids <= by_pid.keys():
+            return by_pid
+    raise AssertionError(f"{MAX_TRIES} sessions, none on {pids - by_pid.keys()}: {by_pid.keys()}")
+
+
+async def echoes(ws: ClientConnection, text: str) -> None:
+    await ws.send(text)
+    assert await ws.recv() == text
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_two_workers_accept_on_one_port(tmp_path: Path, redis_server: RedisServer) -> None:  # noqa: F811
+    with supervised(workers_config(tmp_path, redis_server)) as process:
+        run(lambda: _until_started(process, 2))
+        workers = {pid for _, pid in started(process)}
+        assert len(workers) == 2
+        assert {parent_of(pid) for pid in workers} == {process.proc.pid}
+
+        async def scenario() -> None:
+            async with AsyncExitStack() as stack:
+                by_pid = await sessions_on(process, stack, workers)
+                assert by_pid.keys() == workers  # nobody else serves the port
+                for sessions in by_pid.values():
+                    await echoes(sessions[0], "hello")
+
+        run(scenario)
+        # Plain HTTP is served by the workers too.
+        connection = http.client.HTTPConnection("127.0.0.1", process.port, timeout=TIMEOUT)
+        try:
+            connection.request("GET", "/healthz")
+            response = connection.getresponse()
+            assert (response.status, response.read()) == (200, b"ok\n")
+        finally:
+            connection.close()
+        assert process.stop() == 0, process.log()
+    log = process.log()
+    assert "listening on http://127.0.0.1:" in log
+    for pid in workers:
+        assert f"pid {pid}] listening on http://127.0.0.1:{process.port}" in log
+
+
+async def _until_started(process: GatewayProcess, count: int) -> None:
+    await until(lambda: len(started(process)) >= count, f"{count} workers started")
+
+
+def test_a_killed_worker_is_restarted_while_the_other_serves_on(
+    tmp_path: Path,
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    with supervised(workers_config(tmp_path, redis_server)) as process:
+        run(lambda: _until_started(process, 2))
+        (first, victim), (_, survivor) = started(process)
+
+        async def scenario() -> int:
+            async with AsyncExitStack() as stack:
+                by_pid = await sessions_on(process, stack, {victim, survivor})
+                os.kill(victim, signal.SIGKILL)
+                for ws in by_pid[victim]:
+                    with pytest.raises(ConnectionClosed) as info:
+                        await ws.recv()
+                    assert info.value.rcvd is None  # the process died: no Close frame
+                await until(
+                    lambda: len(started(process)) == 3, "the killed worker restarted", TIMEOUT
+                )
+                number, restarted = started(process)[2]
+                assert number == first
+                assert restarted not in (victim, survivor)
+                # The other worker's sessions never noticed.
+                for i, ws in enumerate(by_pid[survivor]):
+                    await echoes(ws, f"still here {i}")
+                # The new worker takes connections on the same port.
+                more = await sessions_on(process, stack, {restarted})
+                assert more.keys() <= {survivor, restarted}
+                for ws in by_pid[survivor]:
+                    await echoes(ws, "and still")
+                return restarted
+
+        restarted = run(scenario)
+        assert parent_of(restarted) == process.proc.pid
+        assert process.stop() == 0, process.log()
+    log = process.log()
+    assert f"worker {first} (pid {victim}) killed by SIGKILL; restarting in 0.1s" in log
+    assert "giving up" not in log
+
+
+def test_sigterm_drains_every_worker(tmp_path: Path, redis_server: RedisServer) -> None:  # noqa: F811
+    with supervised(workers_config(tmp_path, redis_server)) as process:
+        run(lambda: _until_started(process, 2))
+        workers = {pid for _, pid in started(process)}
+
+        async def scenario() -> tuple[list[tuple[int, str]], float]:
+            async with AsyncExitStack() as stack:
+                by_pid = await sessions_on(process, stack, workers)
+                sessions = [ws for group in by_pid.values() for ws in group]
+                began = time.monotonic()
+                process.terminate()
+                closes = []
+                for ws in sessions:
+                    with pytest.raises(ConnectionClosed) as info:
+                        await ws.recv()
+                    assert info.value.rcvd is not None, "closed without a Close frame"
+                    closes.append((info.value.rcvd.code, info.value.rcvd.reason))
+                return closes, began
+
+        closes, began = run(scenario)
+        assert set(closes) == {(1001, "server shutting down")}
+        assert process.wait_exit(GRACE + 5) == 0, process.log()
+        assert time.monotonic() - began < GRACE + 5
+    log = process.log()
+    assert "SIGTERM: draining every worker" in log
+    for pid in workers:
+        assert f"pid {pid}] SIGTERM: draining" in log
+        assert f"pid {pid}] stopped" in log
+        assert f"(pid {pid}) exited with status 0" in log
+    assert "shutdown timeout" not in log
+    assert log.rstrip().endswith("gateway.supervisor: stopped (exit status 0)")
+
+
+def test_workers_drain_when_the_supervisor_is_killed(
+    tmp_path: Path,
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    with supervised(workers_config(tmp_path, redis_server)) as process:
+        run(lambda: _until_started(process, 2))
+        workers = {pid for _, pid in started(process)}
+
+        async def scenario() -> None:
+            async with AsyncExitStack() as stack:
+                by_pid = await sessions_on(process, stack, workers)
+                process.proc.kill()  # SIGKILL: no goodbye to its workers
+                for group in by_pid.values():
+                    for ws in group:
+                        with pytest.raises(ConnectionClosed) as info:
+                            await ws.recv()
+                        assert info.value.rcvd is not None
+                        assert info.value.rcvd.code == 1001
+                await until(lambda: all(gone(pid) for pid in workers), "the workers exited")
+
+        run(scenario)
+        assert process.wait_exit(TIMEOUT) == -signal.SIGKILL
+    log = process.log()
+    for pid in workers:
+        assert f"pid {pid}] supervisor gone: draining" in log
+        assert f"pid {pid}] stopped" in log
+
+
+def test_repeated_crashes_give_up_loudly(tmp_path: Path, redis_server: RedisServer) -> None:  # noqa: F811
+    crash = {"path": "/crash", "use": f"{PLUGINS}:CrashOnStart", "options": {"status": 3}}
+    config = workers_config(tmp_path, redis_server, {"plugins.crash": crash})
+    with supervised(config) as process:
+        status = process.wait_exit(SCENARIO_TIMEOUT)
+    log = process.log()
+    assert status == 1, log
+    assert "exited with status 3; restarting in 0.1s" in log
+    assert "exited with status 3; restarting in 0.8s" in log
+    giving_up = [line for line in log.splitlines() if "giving up" in line]
+    assert len(giving_up) == 1, log
+    assert "CRITICAL" in giving_up[0]
+    assert re.search(r"worker \d \(pid \d+\) exited with status 3: 5 crashes in", giving_up[0])
+    assert log.rstrip().endswith("gateway.supervisor: stopped (exit status 1)")
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=SCENARIO_TIMEOUT,
+    )
+
+
+@pytest.mark.parametrize("command", ["check", "serve"])
+@pytest.mark.parametrize(("where", "workers"), [("file", 2), ("file", "auto"), ("flag", 2)])
+def test_more_than_one_worker_needs_a_broker(
+    tmp_path: Path, command: str, where: str, workers: object
+) -> None:
+    changes = {"server.workers": workers} if where == "file" else {}
+    config = write_config(tmp_path / "config.toml", config_data(changes))
+    flags = ["--workers", str(workers)] if where == "flag" else []
+    listen = ["--listen", "127.0.0.1:0"] if command == "serve" else []
+    result = _cli(command, "--config", str(config), *flags, *listen)
+    assert result.returncode == 2, result.stderr
+    key = "server.workers" if where == "file" else "--workers"
+    assert result.stderr.startswith(f"gateway: config error: {key}: "), result.stderr
+    assert "need a [broker] table" in result.stderr
+    assert "silently reach only the clients of the worker" in result.stderr
+    assert "listening on" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_one_worker_runs_no_supervisor(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "config.toml", config_data())
+    process = GatewayProcess(
+        ["serve", "--config", str(config), "--workers", "1", "--listen", "127.0.0.1:0"]
+    )
+    try:
+        process.wait_ready()
+        connection = http.client.HTTPConnection("127.0.0.1", process.port, timeout=TIMEOUT)
+        try:
+            connection.request("GET", "/healthz")
+            assert connection.getresponse().status == 200
+        finally:
+            connection.close()
+        children = Path(f"/proc/{process.proc.pid}/task/{process.proc.pid}/children")
+        assert children.read_text().split() == []  # serving in the process itself
+    finally:
+        assert process.stop() == 0, process.log()
+    log = process.log()
+    assert "gateway.supervisor" not in log
+    assert "[worker" not in log
+    assert log.rstrip().endswith("gateway.server: stopped")
