@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 import anyio
 import coredis
+import coredis.connection
 import coredis.exceptions
 import trio
 
@@ -248,7 +249,7 @@ class Broker:
             task_status.started()
 
     def _new_client(self) -> coredis.Redis[bytes]:
-        return coredis.Redis.from_url(
+        client: coredis.Redis[bytes] = coredis.Redis.from_url(
             self.config.url,
             password=self.password,
             max_connections=1,  # one connection, requests pipelined on it
@@ -256,6 +257,8 @@ class Broker:
             stream_timeout=max(self.config.timeout, self.config.connect_timeout),
             client_name=f"gateway-{self.node_id[:8]}",
         )
+        client.connection_pool.connection_class = _Connection
+        return client
 
     async def _keep(self, name: str, session: Callable[[], Any]) -> None:
         """Run ``session`` again and again.  Logs the first failure of an outage at ERROR (the
@@ -436,6 +439,31 @@ class Broker:
                 reason,
                 f"; {skipped} more since the last line" if skipped else "",
             )
+
+
+class _Connection(coredis.connection.TCPConnection):
+    """coredis's TCP connection, closing its message buffers when the connection attempt
+    fails too (coredis closes them only once connected; a failed attempt would leave them to
+    the garbage collector, which warns)."""
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            await super().run(task_status=task_status)
+        finally:
+            for name in _BUFFERS:
+                buffer = getattr(self, name, None)
+                if buffer is not None:
+                    buffer.close()
+
+
+_BUFFERS = (
+    "_write_buffer_in",
+    "_write_buffer_out",
+    "_push_message_buffer_in",
+    "_push_message_buffer_out",
+    "_streamed_message_buffer_in",
+    "_streamed_message_buffer_out",
+)
 
 
 def _describe(group: BaseExceptionGroup[BaseException]) -> str:
