@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import json
 import os
 import re
 import signal
@@ -336,3 +337,62 @@ def test_one_worker_runs_no_supervisor(tmp_path: Path) -> None:
     assert "gateway.supervisor" not in log
     assert "[worker" not in log
     assert log.rstrip().endswith("gateway.server: stopped")
+
+
+def test_a_chat_room_spans_the_workers(tmp_path: Path, redis_server: RedisServer) -> None:  # noqa: F811
+    chat = {"path": "/pchat/{room}", "use": f"{PLUGINS}:PidChat"}
+    config = workers_config(tmp_path, redis_server, {"plugins.pchat": chat})
+    with supervised(config) as process:
+        run(lambda: _until_started(process, 2))
+        workers = {pid for _, pid in started(process)}
+
+        async def scenario() -> dict[int, list[list[str]]]:
+            async with AsyncExitStack() as stack:
+                members: list[tuple[int, ClientConnection]] = []
+                for _ in range(MAX_TRIES):
+                    ws = await stack.enter_async_context(
+                        connect(
+                            process.ws_url("/pchat/lobby"),
+                            proxy=None,
+                            compression=None,
+                            open_timeout=TIMEOUT,
+                        )
+                    )
+                    hello = json.loads(await ws.recv())
+                    assert hello["type"] == "pid"
+                    members.append((hello["pid"], ws))
+                    if {pid for pid, _ in members} == workers:
+                        break
+                else:
+                    raise AssertionError(f"no chat member on every worker: {members}")
+                n = len(members)
+                # The last member's join notice, counted cluster-wide, reaches every member
+                # (whichever worker holds it): each worker now hears the room.
+                for _, ws in members:
+                    while True:
+                        notice = json.loads(await ws.recv())
+                        if notice["type"] == "join" and notice["members"] == n:
+                            break
+                senders = {pid: next(ws for p, ws in members if p == pid) for pid in workers}
+                for pid, ws in senders.items():
+                    await ws.send(f"hello from {pid}")
+                    await ws.send(f"end {pid}")
+                ends = {f"end {pid}" for pid in workers}
+                heard: dict[int, list[list[str]]] = {}
+                for pid, ws in members:
+                    texts: list[str] = []
+                    while not ends <= set(texts):
+                        message = json.loads(await ws.recv())
+                        if message["type"] == "message":
+                            texts.append(message["text"])
+                    heard.setdefault(pid, []).append(texts)
+                return heard
+
+        heard = run(scenario)
+        assert process.stop() == 0, process.log()
+    for pid, lists in heard.items():
+        for texts in lists:
+            for sender in workers:
+                # Exactly once, in the sender's order, whichever worker the listener is on.
+                assert texts.count(f"hello from {sender}") == 1, (pid, texts)
+                assert texts.index(f"hello from {sender}") < texts.index(f"end {sender}")
