@@ -78,7 +78,10 @@ class WebSocketConfig:
     ping_interval: float = field(default=20.0, metadata={"min": 0})  # 0: no keepalive
     ping_timeout: float = field(default=20.0, metadata={"min": 0.1})  # 0 would fail every ping
     inbound_queue: int = field(default=16, metadata={"min": 1})
+    inbound_queue_bytes: int = field(default=1 * MiB, metadata={"min": 1})
     outbound_queue_bytes: int = field(default=1 * MiB, metadata={"min": 1})
+    # permessage-deflate: bytes inflated per second per connection (5 s burst); 0: no limit
+    max_inflate_rate: float = field(default=1.0 * MiB, metadata={"min": 0})
     max_connections: int = field(default=10_000, metadata={"min": 1})
     handshake_timeout: float = field(default=10.0, metadata={"min": 0})
     close_timeout: float = field(default=10.0, metadata={"min": 0})

@@ -113,7 +113,10 @@ class WebSocketConnection(ReadingRole):
         self._deflater: Deflater | None = None
         if compression is not None:
             inflater = Inflater(
-                compression.client_window_bits, compression.client_no_context_takeover
+                compression.client_window_bits,
+                compression.client_no_context_takeover,
+                rate=limits.max_inflate_rate,
+                burst=limits.inflate_burst,
             )
             self._deflater = Deflater(compression)
         self._parser = FrameParser(limits.parser, inflater)

@@ -7,14 +7,22 @@ inflates permessage-deflate data without a bound (../LIMITS.md).  This parser ch
 fragments, rate-limits frames, validates UTF-8 incrementally (so invalid text split across
 fragments fails at the first bad byte), and never inflates past the message limit.
 
+Compression (RFC 7692) is bounded twice, since a few bytes on the wire can inflate to a
+megabyte: in CPU, by a per-connection budget of bytes inflated per second (:class:`Inflater`,
+close 1008 past it), and in memory, by :attr:`FrameParser.room`: once the messages inflated by
+one ``feed`` reach it the parser *pauses*, leaving the frames after them compressed in its
+buffer (``paused``), until the next ``feed`` (``b""`` if no bytes came since).  Uncompressed
+frames never touch either.
+
 Use: ``feed(data, now)`` then iterate ``events()``; a violation raises :class:`ProtocolError`
 carrying the close code to send (§7.4.1).  The parser holds at most one frame's payload plus one
-message's fragments, both bounded by ``max_message_size``.
+message's fragments, both bounded by ``max_message_size``, plus the rest of the last ``feed``.
 """
 
 from __future__ import annotations
 
 import codecs
+import sys
 import zlib
 from dataclasses import dataclass
 
@@ -93,21 +101,48 @@ except ImportError:  # pragma: no cover - depends on the platform's wheel
 
 
 class Inflater:
-    """permessage-deflate receive side (RFC 7692), bounded by the message limit."""
+    """permessage-deflate receive side (RFC 7692), bounded by the message limit and by a
+    budget of ``rate`` bytes inflated per second (a token bucket holding ``burst`` bytes at
+    most; ``rate`` 0 disables it).  The budget is checked *while* inflating: zlib is never
+    asked for more output than the tokens left, so a bomb costs at most the budget."""
 
-    def __init__(self, window_bits: int = 15, no_context_takeover: bool = False) -> None:
+    __slots__ = ("_burst", "_last", "_rate", "_reset", "_tokens", "_window_bits", "_z")
+
+    def __init__(
+        self,
+        window_bits: int = 15,
+        no_context_takeover: bool = False,
+        *,
+        rate: float = 0.0,
+        burst: float = 0.0,
+    ) -> None:
         self._window_bits = window_bits
         self._reset = no_context_takeover
         self._z = zlib.decompressobj(-window_bits)
+        self._rate = rate
+        self._burst = burst
+        self._tokens = burst
+        self._last = 0.0
 
-    def inflate(self, data: bytes, limit: int) -> bytes:
-        """Inflate one whole compressed message; :class:`ProtocolError` 1009 past ``limit``."""
+    def inflate(self, data: bytes, limit: int, now: float = 0.0) -> bytes:
+        """Inflate one whole compressed message: :class:`ProtocolError` 1009 past ``limit``,
+        1008 past the inflate budget."""
+        budget = limit
+        if self._rate:
+            if now > self._last:
+                self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
+                self._last = now
+            budget = min(limit, max(int(self._tokens), 0))
         try:
-            out = self._z.decompress(data + _DEFLATE_TAIL, limit + 1)
+            out = self._z.decompress(data + _DEFLATE_TAIL, budget + 1)
         except zlib.error:
             raise ProtocolError(INVALID_DATA, "invalid compressed data") from None
-        if len(out) > limit or self._z.unconsumed_tail:
+        if len(out) > budget or self._z.unconsumed_tail:
+            if budget < limit:
+                raise ProtocolError(POLICY, "inflating too fast")
             raise ProtocolError(TOO_BIG, "message too big")
+        if self._rate:
+            self._tokens -= len(out)
         if self._reset:
             self._z = zlib.decompressobj(-self._window_bits)
         return out
@@ -122,8 +157,11 @@ class FrameParser:
         "_decoder",
         "_events",
         "_fragments",
+        "_halt",
+        "_inflated",
         "_inflater",
         "_last",
+        "_now",
         "_opcode",
         "_parts",
         "_size",
@@ -131,6 +169,8 @@ class FrameParser:
         "_tokens",
         "closed",
         "limits",
+        "paused",
+        "room",
     )
 
     def __init__(
@@ -152,12 +192,29 @@ class FrameParser:
         self._tokens = limits.frame_burst
         self._last = 0.0
         self.closed = False
+        # Compressed messages: once one feed has inflated ``room`` bytes the parser pauses
+        # (``paused``), keeping the rest compressed until the next feed (see the docstring).
+        self.room = sys.maxsize  # the connection sets it from its inbox's room
+        self.paused = False
+        self._inflated = 0
+        self._halt = False  # stop parsing: closed or paused (one check per frame for both)
+        self._now = 0.0
+
+    @property
+    def inflating(self) -> bool:
+        """Whether compressed messages are accepted (permessage-deflate was agreed)."""
+        return self._inflater is not None
 
     def feed(self, data: bytes | bytearray, now: float = 0.0) -> None:
-        """Add received bytes and parse every complete frame in them."""
+        """Add received bytes (``b""``: none, resume after a pause) and parse every complete
+        frame in them, or until the inflated messages reach :attr:`room`."""
         if self.closed:
             return
         self._buf += data
+        if self._halt:
+            self._halt = self.paused = False
+        self._inflated = 0
+        self._now = now
         self._parse(now)
 
     def events(self) -> list[Event]:
@@ -199,7 +256,7 @@ class FrameParser:
                 pos += total
                 self._rate(now)
                 self._frame(b0, payload)
-                if self.closed:
+                if self._halt:
                     break
         finally:
             del buf[:pos]
@@ -255,7 +312,7 @@ class FrameParser:
             self._events.append(Pong(payload))
         elif opcode == OP_CLOSE:
             self._events.append(_close(payload))
-            self.closed = True
+            self.closed = self._halt = True
         elif opcode != OP_CONT and fin and not b0 & 0x40:
             # The common case: a whole, uncompressed message in one frame.
             if opcode == OP_TEXT:
@@ -294,7 +351,10 @@ class FrameParser:
             data = b"".join(self._parts)
             if self._compressed:
                 assert self._inflater is not None
-                data = self._inflater.inflate(data, self.limits.max_message_size)
+                data = self._inflater.inflate(data, self.limits.max_message_size, self._now)
+                self._inflated += len(data)
+                if self._inflated >= self.room:
+                    self.paused = self._halt = True
             message = _utf8(data) if opcode == OP_TEXT else data
         self._opcode = None
         self._compressed = False

@@ -112,6 +112,18 @@ class ReadingRole(abc.ABC):
         On plain TCP the bytes come straight from the socket (the waiting connection's
         stack is then four coroutine frames shorter than through trio's ``receive_some``,
         which this follows: a cancel point first, a schedule point after)."""
+        if self._parser.paused:
+            # Compressed frames already received wait in the parser (it paused at the
+            # inbox's room): parse those before reading more.
+            self._reading = True
+            try:
+                await trio.lowlevel.checkpoint()
+            finally:
+                self._reading = False
+                if inline:
+                    self._left_reading()
+            self._consume(b"")
+            return
         self._reading = True
         data: bytes | bytearray | None = b""
         try:
@@ -174,12 +186,15 @@ class ReadingRole(abc.ABC):
         if self._finished:
             return
         parser = self._parser
+        inbox = self._inbox
+        if parser.inflating:
+            # What inflates is bounded by the inbox's room in bytes (docs/design.md).
+            parser.room = self._limits.inbound_queue_bytes - inbox.weight()
         error = None
         try:
             parser.feed(data, trio.current_time())
         except ProtocolError as exc:
             error = exc  # deliver what came before the bad frame first
-        inbox = self._inbox
         for event in parser.events():
             if type(event) is str or type(event) is bytes:
                 inbox.add(event)
@@ -204,12 +219,18 @@ class ReadingRole(abc.ABC):
         hands the role back once a handler waits in ``get_message`` with nothing queued."""
         inbox = self._inbox
         limit = self._limits.inbound_queue
+        size_limit = self._limits.inbound_queue_bytes
         try:
             while not self._finished:
                 if handback and inbox.waiters and not inbox.messages and not self._reads_wanted:
                     inbox.waiters.wake()  # that handler reads from here on
                     return
-                if len(inbox.messages) >= limit and not inbox.discarding:
+                messages = inbox.messages
+                if (
+                    messages
+                    and not inbox.discarding
+                    and (len(messages) >= limit or inbox.weight() >= size_limit)
+                ):
                     await inbox.waiters.wait()  # full: stop reading, TCP pushes back
                     continue
                 if handback:

@@ -279,3 +279,73 @@ def test_arbitrary_bytes_give_events_or_a_protocol_error(data: bytes) -> None:
     assert code in (None, 1002, 1007, 1008, 1009)
     for event in parser.events():
         assert isinstance(event, str | bytes | Ping | Pong | Close)
+
+
+# -- compression budgets (issue 9, item 4) -------------------------------------------------
+
+
+def compressed_stream(messages: list[bytes]) -> bytes:
+    """Client frames for ``messages``, compressed with context takeover (one deflate stream)."""
+    z = zlib.compressobj(wbits=-15)
+    frames = b""
+    for message in messages:
+        body = z.compress(message) + z.flush(zlib.Z_SYNC_FLUSH)
+        frames += masked_frame(BINARY, body[:-4], rsv=4)
+    return frames
+
+
+def test_the_inflate_budget_allows_its_burst_then_its_rate() -> None:
+    inflater = Inflater(rate=1000, burst=5000)
+    z = zlib.compressobj(wbits=-15)
+
+    def message(n: int) -> bytes:
+        return (z.compress(b"a" * n) + z.flush(zlib.Z_SYNC_FLUSH))[:-4]
+
+    assert inflater.inflate(message(4000), 100_000, now=1.0) == b"a" * 4000
+    assert inflater.inflate(message(1000), 100_000, now=1.0) == b"a" * 1000  # burst spent
+    assert inflater.inflate(message(2000), 100_000, now=3.0) == b"a" * 2000  # 2 s refilled
+    with pytest.raises(ProtocolError) as info:
+        inflater.inflate(message(10), 100_000, now=3.0)
+    assert (info.value.code, info.value.reason) == (1008, "inflating too fast")
+
+
+def test_a_bomb_past_the_budget_is_1008_before_it_inflates_whole() -> None:
+    """zlib is asked for no more than the tokens left: the bomb's 10 MiB are never produced
+    (1008, the budget), where the same bomb with a larger budget is 1009 (the size)."""
+    bomb = deflate(b"\x00" * (10 * 1024 * 1024))
+    with pytest.raises(ProtocolError) as info:
+        Inflater(rate=1000, burst=5000).inflate(bomb, 1024 * 1024)
+    assert info.value.code == 1008
+    with pytest.raises(ProtocolError) as info:
+        Inflater(rate=10**9, burst=10**9).inflate(bomb, 1024 * 1024)
+    assert info.value.code == 1009
+
+
+def test_no_budget_when_the_rate_is_zero() -> None:
+    inflater = Inflater()  # rate 0: the message limit only
+    for _ in range(20):
+        assert inflater.inflate(deflate(b"\x00" * 100_000), 1024 * 1024) == b"\x00" * 100_000
+
+
+def test_the_parser_pauses_once_inflated_messages_fill_its_room() -> None:
+    messages = [bytes([i]) * 1000 for i in range(10)]
+    parser = FrameParser(NO_RATE, Inflater())
+    parser.room = 2500
+    parser.feed(compressed_stream(messages) + masked_frame(PING, b"p"))
+    assert parser.events() == messages[:3]  # 3000 bytes >= 2500: the rest stays compressed
+    assert parser.paused
+    parser.feed(b"")
+    assert parser.events() == messages[3:6]
+    parser.room = 10_000
+    parser.feed(b"")
+    assert parser.events() == [*messages[6:], Ping(b"p")]
+    assert not parser.paused
+
+
+def test_uncompressed_messages_never_pause_the_parser() -> None:
+    parser = FrameParser(NO_RATE, Inflater())
+    parser.room = 10
+    data = b"".join(masked_frame(BINARY, b"x" * 100) for _ in range(5))
+    parser.feed(data)
+    assert parser.events() == [b"x" * 100] * 5
+    assert not parser.paused
