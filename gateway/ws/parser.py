@@ -168,6 +168,7 @@ class FrameParser:
         "_text",
         "_tokens",
         "closed",
+        "inflating",
         "limits",
         "paused",
         "room",
@@ -198,12 +199,9 @@ class FrameParser:
         self.paused = False
         self._inflated = 0
         self._halt = False  # stop parsing: closed or paused (one check per frame for both)
+        # permessage-deflate was agreed (a plain attribute: read once per receive)
+        self.inflating = inflater is not None
         self._now = 0.0
-
-    @property
-    def inflating(self) -> bool:
-        """Whether compressed messages are accepted (permessage-deflate was agreed)."""
-        return self._inflater is not None
 
     def feed(self, data: bytes | bytearray, now: float = 0.0) -> None:
         """Add received bytes (``b""``: none, resume after a pause) and parse every complete
