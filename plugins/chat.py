@@ -76,13 +76,13 @@ class Chat(Plugin[ChatOptions]):
                         )
                     )
         finally:
-            if joined and self.options.announce:
-                # Counted after leaving, in every process; sent to whoever is in the room now
-                # (the group object is new if the room emptied here and filled again).
-                members = await room.cluster_count()
-                if members > 0:
-                    current = self.mount.groups.get(room_name, room)
-                    self._notice(current, "leave", user, members)
+            # Counted after leaving, in every process (this also takes back the place a
+            # refused join had counted); sent to whoever is in the room now (the group object
+            # is new if the room emptied here and filled again).
+            members = await room.cluster_count()
+            if joined and self.options.announce and members > 0:
+                current = self.mount.groups.get(room_name, room)
+                self._notice(current, "leave", user, members)
 
     async def _admit(self, room: Group) -> int:
         """The room's cluster-wide count with this member in it (awaited: it also waits until
@@ -100,12 +100,15 @@ class Chat(Plugin[ChatOptions]):
         if len(room) >= self.options.max_members:  # filled up since check()
             raise CloseSession(1013, "room is full")
         limit = self.options.max_message_chars
-        with room.join(ws):
-            await self._admit(room)
-            while True:
-                message = await ws.get_message()
-                # str: code points; bytes: bytes.  The sender gets its own message too.
-                room.broadcast(message[:limit])
+        try:
+            with room.join(ws):
+                await self._admit(room)
+                while True:
+                    message = await ws.get_message()
+                    # str: code points; bytes: bytes.  The sender gets its own message too.
+                    room.broadcast(message[:limit])
+        finally:
+            await room.cluster_count()  # this process's count, written back after leaving
 
     def _notice(self, room: Group, kind: str, user: str, members: int) -> None:
         if self.options.announce:

@@ -51,6 +51,7 @@ TROUBLE: tuple[type[BaseException], ...] = (
     coredis.exceptions.RedisError,
     OSError,
     TimeoutError,
+    trio.TooSlowError,
     anyio.BrokenResourceError,
     anyio.ClosedResourceError,
     anyio.EndOfStream,
@@ -127,8 +128,10 @@ class Broker:
         self._subscriber_up = trio.Event()  # set while the subscription connection is up
         self._counted: set[bytes] = set()  # count keys holding this node's field
         self._was_up: dict[str, bool] = {}
+        self._attempted = {"publish": trio.Event(), "subscription": trio.Event()}
         self._down_since: dict[str, float] = {}
         self._synced = trio.Event()  # set while every wanted channel is subscribed
+        self._sub_lost = trio.Event()  # set when the subscription connection goes
         self._overflow_log = RateLimit(burst=1, interval=10.0)
         self._dropped_log = RateLimit(burst=1, interval=10.0)
         self._invalid_log = RateLimit(burst=1, interval=10.0)
@@ -226,6 +229,12 @@ class Broker:
         return False
 
     @property
+    def _deadline(self) -> float:
+        """The longest any one exchange with Redis may take before the connection is
+        considered lost (and made again)."""
+        return self.config.connect_timeout + self.config.timeout
+
+    @property
     def _ttl_ms(self) -> int:
         return int(self.config.node_ttl * 1000)
 
@@ -242,10 +251,15 @@ class Broker:
     # ------------------------------------------------------------------ running
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Keep both connections up until cancelled."""
+        """Keep both connections up until cancelled.  Started once both have made their first
+        attempt (connected, or failed: the gateway then serves local traffic and retries), so
+        a process that can reach Redis counts its first sessions cluster-wide."""
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._keep, "publish", self._publish_session)
             nursery.start_soon(self._keep, "subscription", self._subscription_session)
+            with trio.move_on_after(self.config.connect_timeout + self.config.timeout):
+                for name in ("publish", "subscription"):
+                    await self._attempted[name].wait()
             task_status.started()
 
     def _new_client(self) -> coredis.Redis[bytes]:
@@ -258,6 +272,7 @@ class Broker:
             client_name=f"gateway-{self.node_id[:8]}",
         )
         client.connection_pool.connection_class = _Connection
+        client.connection_pool.timeout = self._deadline  # waiting for its one connection
         return client
 
     async def _keep(self, name: str, session: Callable[[], Any]) -> None:
@@ -272,6 +287,7 @@ class Broker:
                 await session()
             except* TROUBLE as group:
                 problem = _describe(group)
+            self._attempted[name].set()
             now = time.monotonic()
             if self._was_up.pop(name, False):
                 attempt = 0  # it had been up: a new outage starts
@@ -299,6 +315,7 @@ class Broker:
 
     def _up(self, name: str) -> None:
         self._was_up[name] = True
+        self._attempted[name].set()
         since = self._down_since.pop(name, None)
         if since is None:
             log.info("broker: Redis %s connection up (node %s)", name, self.node_id)
@@ -314,13 +331,15 @@ class Broker:
 
     async def _publish_session(self) -> None:
         async with self._new_client() as client:
-            await client.ping()
+            with trio.fail_after(self._deadline):
+                await client.ping()
             self._client = client
             self.publishing = True
             self._up("publish")
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._heartbeat, client)
+                    nursery.start_soon(self._watch, self._sub_lost)
                     await self._publish_loop(client)
             finally:
                 self._client = None
@@ -330,6 +349,13 @@ class Broker:
                     self._queue.clear()
                     self.stats["publish_dropped_disconnected"] += dropped
 
+    async def _watch(self, lost: trio.Event) -> None:
+        """An idle publish connection learns of a lost Redis only when it next writes; the
+        subscription connection learns at once.  So when that one is lost, this one is made
+        again too, and a broadcast sent after Redis is back never meets a dead connection."""
+        await lost.wait()
+        raise coredis.exceptions.ConnectionError("the subscription connection was lost")
+
     async def _publish_loop(self, client: coredis.Redis[bytes]) -> None:
         queue = self._queue
         while True:
@@ -338,9 +364,10 @@ class Broker:
                 await self._queued.wait()
             batch = [queue.popleft() for _ in range(min(len(queue), PUBLISH_BATCH))]
             try:
-                async with client.pipeline(transaction=False) as pipe:
-                    for channel, data in batch:
-                        pipe.publish(channel, data)
+                with trio.fail_after(self._deadline):
+                    async with client.pipeline(transaction=False) as pipe:
+                        for channel, data in batch:
+                            pipe.publish(channel, data)
             except BaseException:
                 self.stats["publish_dropped_disconnected"] += len(batch)
                 raise
@@ -358,13 +385,14 @@ class Broker:
                     if value > 0:
                         counts[names.count_key(prefix, route)] = value
             stale = self._counted - counts.keys()
-            async with client.pipeline(transaction=False) as pipe:
-                pipe.set(names.node_key(prefix, self.node), b"1", px=self._ttl_ms)
-                for key, value in counts.items():
-                    pipe.hset(key, {self.node_id: value})
-                    pipe.pexpire(key, self._ttl_ms)
-                for key in stale:
-                    pipe.hdel(key, [self.node_id])
+            with trio.fail_after(self._deadline):
+                async with client.pipeline(transaction=False) as pipe:
+                    pipe.set(names.node_key(prefix, self.node), b"1", px=self._ttl_ms)
+                    for key, value in counts.items():
+                        pipe.hset(key, {self.node_id: value})
+                        pipe.pexpire(key, self._ttl_ms)
+                    for key in stale:
+                        pipe.hdel(key, [self.node_id])
             self._counted = set(counts)
             await trio.sleep(self.config.node_ttl / 3)
 
@@ -387,6 +415,8 @@ class Broker:
                             self._received(message["channel"], message["data"])
             finally:
                 self.subscribed = False
+                self._sub_lost.set()
+                self._sub_lost = trio.Event()
                 subs.lost()
                 self._synced = trio.Event()
 
