@@ -225,3 +225,43 @@ def test_redis_killed_and_restarted_mid_chat(
         print("node a:\n" + a.log() + "\nnode b:\n" + b.log())  # shown with the failure
         raise
     assert "Redis subscription connection failed" in "\n".join(a.lines)
+
+
+def test_redis_down_at_start_serves_locally_and_required_holds_readyz(tmp_path: Path) -> None:
+    import urllib.error
+    import urllib.request
+
+    redis = RedisServer(tmp_path / "redis")  # not started yet
+    data = cluster_config(redis.url, "start")
+    data["broker"]["required"] = True
+    config = write_config(tmp_path / "cluster.toml", data)
+    node = GatewayProcess(["serve", "--config", str(config), "--listen", "127.0.0.1:0"])
+    try:
+        url = node.wait_ready()
+
+        def status(path: str) -> tuple[int, bytes]:
+            try:
+                with urllib.request.urlopen(url + path, timeout=STEP) as response:
+                    return response.status, response.read()
+            except urllib.error.HTTPError as exc:
+                return exc.code, exc.read()
+
+        assert status("/readyz") == (503, b"broker not connected\n")
+        assert status("/healthz") == (200, b"ok\n")
+
+        async def local_chat() -> None:
+            async with connect(node.ws_url("/chat/solo")) as ws:
+                await expect(ws, type="join", members=1)  # the local count, Redis being down
+                await ws.send("still here")
+                await expect(ws, type="message", text="still here")
+
+        run(local_chat)
+        redis.start()
+        deadline = time.monotonic() + 2.0
+        while status("/readyz")[0] != 200:
+            assert time.monotonic() < deadline, node.log()
+            time.sleep(0.05)
+    finally:
+        node.stop()
+        redis.stop()
+    assert "Redis publish connection failed" in node.log()
