@@ -112,3 +112,15 @@ def test_errors_name_the_key_path(table: dict[str, Any], expected: str) -> None:
 def test_broker_must_be_a_table() -> None:
     with pytest.raises(ConfigError, match=r"^broker: expected table"):
         parse({"broker": "redis://h"})
+
+
+@pytest.mark.parametrize("node", ["node-a", "node-b"])
+def test_the_cluster_example_configs_load(node: str) -> None:
+    from pathlib import Path
+
+    from gateway.config.load import load_file
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "cluster" / f"{node}.toml"
+    config = load_file(path)
+    assert config.broker is not None
+    assert config.broker.prefix == "cluster-example"
