@@ -22,6 +22,7 @@ from trio_websocket import Endpoint
 from gateway.app import App
 from gateway.config.load import parse_listen
 from gateway.http.http11 import serve_connection
+from gateway.log import RateLimit
 
 log = logging.getLogger("gateway.server")
 
@@ -29,6 +30,10 @@ log = logging.getLogger("gateway.server")
 # keep serving the connections we have and retry shortly (trio's serve_listeners does too).
 _ACCEPT_CAPACITY_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 ACCEPT_BACKOFF = 0.1
+# "connection handler crashed" is a gateway bug, but a client may be able to hit it at will:
+# the first few per minute keep their traceback, the rest are counted (issue 9).
+CRASH_LOG_BURST = 5
+CRASH_LOG_INTERVAL = 60.0
 OVERLOAD_RESPONSE = (
     b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\ncontent-type: text/plain\r\n"
     b"content-length: 20\r\nconnection: close\r\n\r\nserver at capacity.\n"
@@ -74,10 +79,11 @@ async def serve(
     tls = app.config.server.tls
     context = ssl_context(tls.cert, tls.key) if tls else None
     urls = bound_urls(listeners, context is not None)
+    crashes = RateLimit(CRASH_LOG_BURST, CRASH_LOG_INTERVAL)
     async with app.lifespans(), trio.open_nursery() as connections:
         async with trio.open_nursery() as accepting:
             for listener in listeners:
-                accepting.start_soon(_accept_loop, app, listener, connections, context)
+                accepting.start_soon(_accept_loop, app, listener, connections, context, crashes)
             for url in urls:
                 log.info("listening on %s", url)
             task_status.started(urls)
@@ -107,6 +113,7 @@ async def _accept_loop(
     listener: trio.SocketListener,
     nursery: trio.Nursery,
     context: ssl.SSLContext | None,
+    crashes: RateLimit,
 ) -> None:
     limit = app.config.server.max_connections
     while True:
@@ -126,7 +133,7 @@ async def _accept_loop(
             nursery.start_soon(_refuse, stream, context)
             continue
         app.connection_opened()
-        nursery.start_soon(_connection, app, stream, context)
+        nursery.start_soon(_connection, app, stream, context, crashes)
 
 
 async def _refuse(stream: trio.SocketStream, context: ssl.SSLContext | None) -> None:
@@ -143,7 +150,9 @@ async def _refuse(stream: trio.SocketStream, context: ssl.SSLContext | None) -> 
     await trio.aclose_forcefully(served)
 
 
-async def _connection(app: App, stream: trio.SocketStream, context: ssl.SSLContext | None) -> None:
+async def _connection(
+    app: App, stream: trio.SocketStream, context: ssl.SSLContext | None, crashes: RateLimit
+) -> None:
     # This frame lives as long as the connection, so it keeps nothing of its own: the peer's
     # address goes straight to the HTTP side (a WebSocket reads its endpoints from its stream).
     try:
@@ -156,8 +165,11 @@ async def _connection(app: App, stream: trio.SocketStream, context: ssl.SSLConte
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass  # the peer went away mid-write; nothing to report
     except Exception:
-        # A bug in the gateway must cost one connection, never the server.
-        log.exception("connection handler crashed")
+        # A bug in the gateway must cost one connection, never the server, nor flood the log.
+        dropped = crashes.allow()
+        if dropped is not None:
+            more = f" ({dropped} more not logged)" if dropped else ""
+            log.exception("connection handler crashed%s", more)
     finally:
         app.connection_closed()
 

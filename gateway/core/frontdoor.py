@@ -4,10 +4,14 @@
 reads the request, so every row of the table is a unit test.  Order matters and is documented
 in the README ("How a request is answered"):
 
+0. an HTTP major version other than 1 (``HTTP/2.0``, ``HTTP/0.9``: h11 parses any digit) ->
+   505 and close (RFC 9110 §15.6.6), never proxied;
 1. head limits (414/431), then what h11 lets through but we refuse: an invalid or repeated
    Host (RFC 9112 §3.2), Content-Length with Transfer-Encoding, Transfer-Encoding on HTTP/1.0
    (§6.1) -> 400; all close;
-2. a target that is not origin-form (``/path?query``) -> 400;
+2. ``CONNECT`` (any target) -> 405 with ``Allow`` and close: h11 would take a 2xx for a
+   tunnel (RFC 9110 §9.3.6), and we are no forward proxy; then a target that is not
+   origin-form (``/path?query``) -> 400;
 3. ``Upgrade: websocket`` -> route by path; unknown -> :class:`Destroy` (or 404 if configured);
    known -> handshake validation (400/405/426) -> Origin (403) -> :class:`Upgrade`;
 4. the health and readiness paths -> :class:`Health`;
@@ -66,13 +70,23 @@ class Policy:
 
 
 NOT_FOUND = Reject(404, "not found")
+# What the gateway itself answers; with a proxy, the methods a site behind may take (the
+# site has the last word with its own 405).  Never CONNECT.
+ALLOW_OWN = "GET, HEAD"
+ALLOW_PROXIED = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 
 
 def classify(request: h11.Request, policy: Policy, *, secure: bool = False) -> Decision:
     """Decide what to do with ``request``; see the module docstring for the order."""
+    if not request.http_version.startswith(b"1."):
+        # RFC 9110 §2.5, §15.6.6: only major version 1 is ours; a higher minor is read as 1.1.
+        return Reject(505, "HTTP version not supported", close=True)
     refused = check_head(request, policy.limits) or _check_framing(request)
     if refused is not None:
         return refused
+    if request.method == b"CONNECT":
+        allow = ALLOW_PROXIED if policy.proxy is not None else ALLOW_OWN
+        return Reject(405, "CONNECT is not supported", (("Allow", allow),), close=True)
     if not request.target.startswith(b"/"):
         # Absolute-form is for proxies and "*" for OPTIONS server-wide; we are neither.
         return Reject(400, "request target must be an absolute path", close=True)

@@ -35,6 +35,7 @@ from gateway.errors import UpstreamError
 from gateway.http import static
 from gateway.log import safe
 from gateway.proxy import forward
+from gateway.proxy.body import ClientGone
 
 log = logging.getLogger("gateway.http")
 
@@ -331,6 +332,8 @@ class HTTPConnection:
             await self._send_simple(Reject(exc.status, exc.detail, close=True))
         except forward.Refused as exc:
             await self._send_simple(exc.reject)
+        except ClientGone:
+            pass  # the client left (EOF mid-body): nobody to answer; the connection closes
         return False
 
     # -- upgrading ----------------------------------------------------------------------------
