@@ -20,6 +20,7 @@ from gateway.auth import Authenticator, CookieAuthenticator
 from gateway.auth_upstream import UpstreamAuthenticator
 from gateway.broker.shell import Broker
 from gateway.broker.subscriptions import Route
+from gateway.config.load import allowed_hosts
 from gateway.config.schema import Config, WebSocketConfig
 from gateway.core import cookies
 from gateway.core.decisions import MountRoute
@@ -148,6 +149,7 @@ def build(config: Config, environ: Mapping[str, str] | None = None) -> App:
             max_head_bytes=config.http.max_head_bytes,
         ),
         proxy=_proxy_routes(config),
+        hosts=allowed_hosts(config.server),
     )
     static_root = Path(config.http.static_root) if config.http.static_root else None
     app = App(config, policy, mounts, static_root, keyring)

@@ -105,6 +105,14 @@ def _check(args: argparse.Namespace) -> int:
     mounts = ", ".join(f"{m.name}={m.path}" for m in config.plugins) or "none"
     workers = "" if config.server.workers == 1 else f"; workers: {config.server.workers}"
     print(f"{args.config}: OK ({len(app.mounts)} mounts: {mounts}{workers})")
+    if config.server.hosts is None and app.policy.hosts is None:
+        # Not an error (a public gateway may serve any name), but DNS rebinding is open.
+        print(
+            f"gateway check: warning: server.hosts is unset and server.listen has a "
+            f"non-loopback address ({', '.join(config.server.listen)}): any Host is accepted; "
+            f"list the names the gateway is served under (or '*' to say so)",
+            file=sys.stderr,
+        )
     return 0
 
 

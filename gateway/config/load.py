@@ -73,6 +73,8 @@ def parse(
             raise ConfigError(f"server.listen[{i}]", str(exc)) from None
     if not server.listen:
         raise ConfigError("server.listen", "needs at least one address")
+    if server.hosts is not None:
+        server = dataclasses.replace(server, hosts=_hosts(server.hosts))
     if server.tls is not None:
         server = dataclasses.replace(
             server,
@@ -123,6 +125,31 @@ def parse_listen(address: str) -> tuple[str, int]:
     if not re.fullmatch(r"[A-Za-z0-9.\-:]+", host):
         raise ValueError(f"invalid host {host!r}")
     return host, int(port)
+
+
+def allowed_hosts(server: ServerConfig) -> tuple[str, ...] | None:
+    """The Host names the front door accepts (``None``: any): ``server.hosts``, or when it is
+    unset the loopback names if every listen address is loopback (issue 9: DNS rebinding)."""
+    if server.hosts is not None:
+        return None if origin.ANY in server.hosts else server.hosts
+    return origin.default_hosts(tuple(parse_listen(a)[0] for a in server.listen))
+
+
+def _hosts(hosts: tuple[str, ...]) -> tuple[str, ...]:
+    """``server.hosts`` entries, normalised (lowercase, no trailing dot); no ports."""
+    normalized = []
+    for i, value in enumerate(hosts):
+        pattern = origin.normalize_host_pattern(value)
+        if pattern is None:
+            raise ConfigError(
+                f"server.hosts[{i}]",
+                f"expected a host name or address without a port ('gw.example', '10.0.0.1', "
+                f"'[::1]'), '*.domain' or '*', got {value!r}",
+            )
+        normalized.append(pattern)
+    if not normalized:
+        raise ConfigError("server.hosts", "empty: no request could be served (use '*' for any)")
+    return tuple(normalized)
 
 
 def _proxy(proxy: ProxyConfig) -> ProxyConfig:

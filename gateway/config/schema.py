@@ -27,6 +27,9 @@ class ServerConfig:
     max_connections: int = field(default=10_000, metadata={"min": 1})
     shutdown_timeout: float = field(default=10.0, metadata={"min": 0})
     drain_delay: float = field(default=0.0, metadata={"min": 0})
+    # Allowed Host names ("*": any; "*.example.com": its subdomains), against DNS rebinding;
+    # None: localhost/127.0.0.1/[::1] when every listen address is loopback, else any.
+    hosts: tuple[str, ...] | None = None
     tls: TLSConfig | None = None
     # Worker processes accepting on the same addresses ("auto": one per CPU); more than one
     # needs [broker] (gateway.config.load.check_workers).

@@ -7,8 +7,9 @@ in the README ("How a request is answered"):
 0. an HTTP major version other than 1 (``HTTP/2.0``, ``HTTP/0.9``: h11 parses any digit) ->
    505 and close (RFC 9110 §15.6.6), never proxied;
 1. head limits (414/431), then what h11 lets through but we refuse: an invalid or repeated
-   Host (RFC 9112 §3.2), Content-Length with Transfer-Encoding, Transfer-Encoding on HTTP/1.0
-   (§6.1) -> 400; all close;
+   Host (RFC 9112 §3.2), a Host not in ``server.hosts`` (DNS rebinding; before anything else,
+   health probes included), Content-Length with Transfer-Encoding, Transfer-Encoding on
+   HTTP/1.0 (§6.1) -> 400; all close;
 2. ``CONNECT`` (any target) -> 405 with ``Allow`` and close: h11 would take a 2xx for a
    tunnel (RFC 9110 §9.3.6), and we are no forward proxy; then a target that is not
    origin-form (``/path?query``) -> 400;
@@ -67,6 +68,8 @@ class Policy:
     unknown_path: Literal["destroy", "404"] = "destroy"
     limits: HeadLimits = HeadLimits()
     proxy: ProxyRoutes | None = None  # None: no [proxy], unserved paths are 404
+    # server.hosts, normalised (gateway.core.origin.normalize_host_pattern); None: any Host
+    hosts: tuple[str, ...] | None = None
 
 
 NOT_FOUND = Reject(404, "not found")
@@ -81,7 +84,11 @@ def classify(request: h11.Request, policy: Policy, *, secure: bool = False) -> D
     if not request.http_version.startswith(b"1."):
         # RFC 9110 §2.5, §15.6.6: only major version 1 is ours; a higher minor is read as 1.1.
         return Reject(505, "HTTP version not supported", close=True)
-    refused = check_head(request, policy.limits) or _check_framing(request)
+    refused = (
+        check_head(request, policy.limits)
+        or _check_host(request, policy.hosts)
+        or _check_framing(request)
+    )
     if refused is not None:
         return refused
     if request.method == b"CONNECT":
@@ -135,12 +142,20 @@ def check_head(request: h11.Request, limits: HeadLimits) -> Reject | None:
     return None
 
 
-def _check_framing(request: h11.Request) -> Reject | None:
-    h = request.headers
-    hosts = hdr.values(h, b"host")
+def _check_host(request: h11.Request, allowed: tuple[str, ...] | None) -> Reject | None:
+    hosts = hdr.values(request.headers, b"host")
     if len(hosts) > 1 or (hosts and not handshake.valid_host(hosts[0])):
         # RFC 9112 §3.2: 400 for several Host lines or an invalid one, on any request.
         return Reject(400, "invalid Host header", close=True)
+    # No Host at all (HTTP/1.0 only: h11 refuses it on 1.1) names no other site: a browser,
+    # the only client DNS rebinding can drive, always sends one.
+    if hosts and allowed is not None and not origin.host_allowed(hdr.text(hosts[0]), allowed):
+        return Reject(400, "host not allowed", close=True)
+    return None
+
+
+def _check_framing(request: h11.Request) -> Reject | None:
+    h = request.headers
     has_te = any(n == b"transfer-encoding" for n, _ in h)
     if has_te and any(n == b"content-length" for n, _ in h):
         # RFC 9112 §6.1: such a message "ought to be handled as an error"; the connection

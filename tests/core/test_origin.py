@@ -80,3 +80,87 @@ def test_star_allows_any_origin() -> None:
         origin.check("https://x.test", host="h", secure=False, allowed=("*",), require=False)
         is None
     )
+
+
+# --------------------------------------------------------------------------- server.hosts
+
+
+@pytest.mark.parametrize(
+    ("host", "name"),
+    [
+        ("Example.COM", "example.com"),
+        ("example.com:8080", "example.com"),
+        ("example.com.", "example.com"),
+        ("example.com.:443", "example.com"),
+        ("[::1]", "[::1]"),
+        ("[::1]:8080", "[::1]"),
+        ("[2001:DB8::1]:80", "[2001:db8::1]"),
+        ("127.0.0.1:80", "127.0.0.1"),
+    ],
+)
+def test_host_name(host: str, name: str) -> None:
+    assert origin.host_name(host) == name
+
+
+@pytest.mark.parametrize(
+    ("pattern", "normal"),
+    [
+        ("*", "*"),
+        ("GW.Example", "gw.example"),
+        ("gw.example.", "gw.example"),
+        ("*.Apps.Example", "*.apps.example"),
+        ("10.0.0.1", "10.0.0.1"),
+        ("[::1]", "[::1]"),
+        ("localhost", "localhost"),
+        ("gw.example:8080", None),
+        ("*example.com", None),
+        ("a.*.example", None),
+        ("gw_example", None),
+        ("-gw.example", None),
+        ("", None),
+        ("[]", None),
+        ("[::1", None),
+        ("http://gw.example", None),
+        ("gw..example", None),
+        ("gw.exämple", None),
+    ],
+)
+def test_normalize_host_pattern(pattern: str, normal: str | None) -> None:
+    assert origin.normalize_host_pattern(pattern) == normal
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed", "ok"),
+    [
+        ("gw.example:443", ("gw.example",), True),
+        ("evil.test", ("gw.example",), False),
+        ("gw.example.evil.test", ("gw.example",), False),
+        ("a.apps.example", ("*.apps.example",), True),
+        ("a.b.apps.example", ("*.apps.example",), True),
+        ("apps.example", ("*.apps.example",), False),
+        ("evilapps.example", ("*.apps.example",), False),
+        ("anything", ("*",), True),
+        ("[::1]:80", origin.LOOPBACK_HOSTS, True),
+    ],
+)
+def test_host_allowed(host: str, allowed: tuple[str, ...], ok: bool) -> None:
+    assert origin.host_allowed(host, allowed) is ok
+
+
+@pytest.mark.parametrize(
+    ("listen", "hosts"),
+    [
+        (("127.0.0.1",), origin.LOOPBACK_HOSTS),
+        (("127.0.0.1", "::1", "localhost"), origin.LOOPBACK_HOSTS),
+        (("127.0.0.5",), origin.LOOPBACK_HOSTS),
+        (("0.0.0.0",), None),
+        (("::",), None),
+        (("127.0.0.1", "10.0.0.1"), None),
+        (("gw.internal",), None),
+        ((), None),
+    ],
+)
+def test_default_hosts_follow_the_listen_addresses(
+    listen: tuple[str, ...], hosts: tuple[str, ...] | None
+) -> None:
+    assert origin.default_hosts(listen) == hosts

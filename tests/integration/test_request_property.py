@@ -148,10 +148,10 @@ def check_stream(data: bytes, *, head: bool = False) -> list[int]:
     statuses: list[int] = []
     rest = data
     while rest:
-        head, sep, rest = rest.partition(b"\r\n\r\n")
+        block, sep, rest = rest.partition(b"\r\n\r\n")
         if not sep:
-            raise Malformed(f"incomplete head: {head[:200]!r}")
-        status_line, *lines = head.split(b"\r\n")
+            raise Malformed(f"incomplete head: {block[:200]!r}")
+        status_line, *lines = block.split(b"\r\n")
         m = STATUS_LINE.fullmatch(status_line)
         if m is None:
             raise Malformed(f"bad status line {status_line!r}")
