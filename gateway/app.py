@@ -7,6 +7,7 @@ options validate, authenticators import, the cookie secret exists), so ``gateway
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -20,6 +21,7 @@ from gateway.auth import Authenticator, CookieAuthenticator
 from gateway.auth_upstream import UpstreamAuthenticator
 from gateway.broker.shell import Broker
 from gateway.broker.subscriptions import Route
+from gateway.client_limits import ClientLimits
 from gateway.config.load import allowed_hosts
 from gateway.config.schema import Config, WebSocketConfig
 from gateway.core import cookies
@@ -63,6 +65,8 @@ class App:
     idle: trio.Event = field(default_factory=trio.Event)
     proxy: ProxyRuntime | None = None  # [proxy]: upstream pools; None when proxying is off
     broker: Broker | None = None  # [broker]: Redis between processes; None: this one only
+    # [limits]: per-client connection caps and handshake/request rates
+    limits: ClientLimits = field(default_factory=lambda: ClientLimits.from_config(Config()))
 
     @property
     def ready(self) -> bool:
@@ -153,7 +157,11 @@ def build(config: Config, environ: Mapping[str, str] | None = None) -> App:
     )
     static_root = Path(config.http.static_root) if config.http.static_root else None
     app = App(config, policy, mounts, static_root, keyring)
-    app.proxy = ProxyRuntime.build(config.proxy)
+    # The proxy trusts X-Forwarded-For from both lists (server.trusted_proxies is the one
+    # definition; proxy.trusted_proxies is kept for configs written before it).
+    trusted = config.proxy.trusted_proxies + config.server.trusted_proxies
+    app.proxy = ProxyRuntime.build(dataclasses.replace(config.proxy, trusted_proxies=trusted))
+    app.limits = ClientLimits.from_config(config)
     app.broker = _broker(config, mounts, environ)
     app.idle.set()
     return app

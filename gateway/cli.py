@@ -134,7 +134,11 @@ def _serve(args: argparse.Namespace) -> int:
     app = app_module.build(config)
     workers = supervision.resolve_workers(config.server.workers, _cpus())
     if workers > 1:
-        return supervisor.run(config, workers, args.log_level)
+        # The workers get the count, not "auto": each one divides per-process limits by it.
+        server_config = dataclasses.replace(config.server, workers=workers)
+        return supervisor.run(
+            dataclasses.replace(config, server=server_config), workers, args.log_level
+        )
     trio.run(_run, app)
     return 0
 

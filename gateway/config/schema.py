@@ -34,6 +34,9 @@ class ServerConfig:
     # Worker processes accepting on the same addresses ("auto": one per CPU); more than one
     # needs [broker] (gateway.config.load.check_workers).
     workers: int | Literal["auto"] = field(default=1, metadata={"min": 1})
+    # Proxies in front of the gateway (IPs or CIDR networks): for connections from them the
+    # client is read from X-Forwarded-For (gateway.core.address); proxy.trusted_proxies joins it.
+    trusted_proxies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,19 @@ class BrokerConfig:
 
 
 @dataclass(frozen=True)
+class LimitsConfig:
+    """``[limits]``: per client address (gateway.core.limiter), each worker its share."""
+
+    connections_per_client: int = field(default=256, metadata={"min": 0})  # 0: no limit
+    handshakes_per_second: float = field(default=20.0, metadata={"min": 0})  # 0: no limit
+    handshake_burst: int = field(default=40, metadata={"min": 1})
+    requests_per_second: float = field(default=0.0, metadata={"min": 0})  # proxied; 0: off
+    request_burst: int = field(default=100, metadata={"min": 1})
+    ipv6_prefix: int = field(default=64, metadata={"min": 16, "max": 128})
+    table_size: int = field(default=10_000, metadata={"min": 1})  # clients remembered (LRU)
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = ServerConfig()
     http: HttpConfig = HttpConfig()
@@ -158,3 +174,4 @@ class Config:
     source: str = "<defaults>"  # the file it came from, for messages
     proxy: ProxyConfig = ProxyConfig()
     broker: BrokerConfig | None = None  # [broker]: None runs in-process only
+    limits: LimitsConfig = LimitsConfig()

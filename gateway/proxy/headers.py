@@ -25,13 +25,16 @@ re-frames), ``Via`` appended, ``Date`` added when missing (RFC 9110 §6.6.1).
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+# The trusted-proxy rules live in the pure core, shared with the per-client limits.
+from gateway.core.address import Network as Network
+from gateway.core.address import is_trusted as is_trusted
+from gateway.core.address import parse_networks as parse_networks
 
 Headers = Sequence[tuple[bytes, bytes]]
 HeaderList = list[tuple[bytes, bytes]]
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # RFC 9110 §7.6.1 (Connection, Proxy-Connection, Keep-Alive, TE, Transfer-Encoding, Upgrade)
 # and §11.7 (Proxy-Authenticate, Proxy-Authorization: for *this* hop); Trailer describes the
@@ -70,41 +73,13 @@ class Client:
     """What the request rules need to know about the client side of the exchange.
 
     ``peer``: the TCP peer's address (no port), ``None`` when unknown (memory streams);
-    ``trusted``: whether that peer is one of ``proxy.trusted_proxies``; ``secure``: TLS.
+    ``trusted``: whether that peer is a trusted proxy (``server.trusted_proxies`` or
+    ``proxy.trusted_proxies``); ``secure``: TLS.
     """
 
     peer: str | None
     trusted: bool = False
     secure: bool = False
-
-
-def parse_networks(values: Iterable[str]) -> tuple[Network, ...]:
-    """``["10.0.0.0/8", "127.0.0.1"]`` -> networks (a bare address is a /32 or /128).
-
-    Host bits are refused (``10.0.0.1/8``: a typo that would trust a whole network);
-    raises :class:`ValueError` naming the bad entry.
-    """
-    out: list[Network] = []
-    for value in values:
-        try:
-            out.append(ipaddress.ip_network(value, strict=True))
-        except ValueError as exc:
-            raise ValueError(f"not an IP address or CIDR network: {value!r} ({exc})") from None
-    return tuple(out)
-
-
-def is_trusted(peer: str | None, networks: Sequence[Network]) -> bool:
-    """Whether ``peer`` (an IP address as text) lies in one of ``networks``."""
-    if peer is None or not networks:
-        return False
-    try:
-        address = ipaddress.ip_address(peer)
-    except ValueError:
-        return False
-    candidates: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [address]
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        candidates.append(address.ipv4_mapped)
-    return any(a in net for a in candidates for net in networks if a.version == net.version)
 
 
 def connection_named(headers: Headers) -> set[bytes]:
