@@ -20,7 +20,9 @@ in the README ("How a request is answered"):
 6. static files (GET/HEAD) -> :class:`Static`, other methods -> 405; no static root -> 404;
    with a proxy (``[proxy]``): anything else goes to the upstream its path routes to
    (:class:`Proxy`), and a GET/HEAD that finds no static file falls back to it
-   (``Static.fallback``).  Upgrades for unknown paths are never proxied (row 3).
+   (``Static.fallback``).  Upgrades for unknown paths are never proxied (row 3).  The route
+   is chosen on the normalised path (:func:`gateway.core.routing.normalize_path`), so
+   ``/%61pi`` and ``//api`` take the ``/api`` route; the target goes upstream unchanged.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from gateway.core.decisions import (
     Static,
     Upgrade,
 )
-from gateway.core.routing import Router
+from gateway.core.routing import Router, normalize_path
 from gateway.core.upstream import ProxyRoutes
 
 
@@ -114,7 +116,7 @@ def classify(request: h11.Request, policy: Policy, *, secure: bool = False) -> D
             "this path is a WebSocket endpoint",
             (("Upgrade", "websocket"), ("Connection", "Upgrade")),
         )
-    route = policy.proxy.route(path) if policy.proxy is not None else None
+    route = policy.proxy.route(normalize_path(path)) if policy.proxy is not None else None
     proxy = Proxy(route[0], path, request_buffering=route[1]) if route is not None else None
     if not policy.static:
         return proxy or NOT_FOUND

@@ -120,3 +120,46 @@ class Router(Generic[T]):
             if params is not None:
                 return Match(target, template, params)
         return None
+
+
+# RFC 3986 §2.3 unreserved characters: percent-encoding them changes nothing, so a path is
+# compared with them decoded (as nginx's ``location`` and RFC 3986 §6.2.2.2 do).
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_PCT = re.compile(r"%([0-9A-Fa-f]{2})")
+_SLASHES = re.compile(r"/{2,}")
+
+
+def normalize_path(path: str) -> str:
+    """The form a request path is matched in against ``[[proxy.routes]]`` prefixes.
+
+    Percent-encoded unreserved characters are decoded (``/%61pi`` -> ``/api``), other escapes
+    kept with uppercase hex (``%2f`` -> ``%2F``: an encoded slash is not a separator); runs of
+    slashes merged (``//api`` -> ``/api``, nginx's ``merge_slashes``); ``.`` and ``..``
+    segments removed (RFC 3986 §5.2.4; never above the root).  So a client cannot pick
+    another route than the one its path means to the site behind."""
+
+    def unescape(m: re.Match[str]) -> str:
+        char = chr(int(m.group(1), 16))
+        return char if char in _UNRESERVED else "%" + m.group(1).upper()
+
+    if "%" in path:
+        path = _PCT.sub(unescape, path)
+    if "//" in path:
+        path = _SLASHES.sub("/", path)
+    if "/." not in path:
+        return path
+    out: list[str] = []
+    segments = path.split("/")
+    for i, segment in enumerate(segments):
+        last = i == len(segments) - 1
+        if segment == ".":
+            if last:
+                out.append("")
+        elif segment == "..":
+            if len(out) > 1:
+                out.pop()
+            if last:
+                out.append("")
+        else:
+            out.append(segment)
+    return "/".join(out) or "/"

@@ -15,8 +15,9 @@ Requests (client -> upstream), :func:`request_headers`:
 * ``X-Forwarded-For`` is overwritten with the peer address, or, when the peer is a trusted
   proxy, the peer is appended to what it sent; ``X-Forwarded-Proto`` and ``X-Forwarded-Host``
   are ours (``http``/``https``, the client's ``Host``) unless a trusted proxy set them;
-  ``Forwarded`` (RFC 7239) only survives from a trusted proxy; ``Via`` gets ``1.1 gateway``
-  appended (RFC 9110 §7.6.3).
+  ``Forwarded`` (RFC 7239), ``X-Real-IP``, ``True-Client-IP``, ``CF-Connecting-IP`` and the
+  like (:data:`CLIENT_IDENTITY`) only survive from a trusted proxy; ``Via`` gets ``1.1
+  gateway`` appended (RFC 9110 §7.6.3).
 
 Responses (upstream -> client), :func:`response_headers`: hop-by-hop and ``Connection``-named
 fields removed, ``Content-Length`` dropped when the upstream used a transfer coding (h11 then
@@ -63,6 +64,22 @@ _OURS = frozenset(
         b"x-forwarded-host",
         b"forwarded",
         b"via",
+    }
+)
+# Other fields that claim who the client is (nginx's real_ip_header, Akamai, Cloudflare,
+# RFC 7239): only a trusted proxy may say; from anyone else they are dropped, never passed on
+# for a site to believe (issue 9).
+CLIENT_IDENTITY = frozenset(
+    {
+        b"x-real-ip",
+        b"true-client-ip",
+        b"cf-connecting-ip",
+        b"x-client-ip",
+        b"x-cluster-client-ip",
+        b"fastly-client-ip",
+        b"x-forwarded-port",
+        b"x-forwarded-server",
+        b"x-forwarded-prefix",
     }
 )
 VIA_NAME = b"gateway"
@@ -125,7 +142,9 @@ def request_headers(
     """
     host = _single(headers, b"host")
     kept = [
-        (n, v) for n, v in strip_hop_by_hop(headers, keep=_OURS) if n not in _OURS and b"_" not in n
+        (n, v)
+        for n, v in strip_hop_by_hop(headers, keep=_OURS)
+        if n not in _OURS and b"_" not in n and (client.trusted or n not in CLIENT_IDENTITY)
     ]
     out: HeaderList = []
     out.append((b"host", host if preserve_host and host else upstream_authority.encode()))

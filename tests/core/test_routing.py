@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from gateway.core.routing import Router, Template
+from gateway.core.routing import Router, Template, normalize_path
 
 
 @pytest.mark.parametrize(
@@ -94,3 +96,45 @@ def test_no_match(path: str) -> None:
 def test_overlapping_routes_are_refused() -> None:
     with pytest.raises(ValueError, match="overlaps"):
         Router([(Template.parse("/chat/{room}"), 1), (Template.parse("/chat/lobby"), 2)])
+
+
+# --------------------------------------------------------------------------- normalize_path
+
+
+@pytest.mark.parametrize(
+    ("path", "normal"),
+    [
+        ("/api/x", "/api/x"),
+        ("/%61pi/x", "/api/x"),
+        ("/%41%7a%30%2D%2e%5F%7E", "/Az0-._~"),
+        ("/a%2fb", "/a%2Fb"),  # reserved: kept (an encoded slash is no separator), hex uppercased
+        ("/a%20b", "/a%20b"),
+        ("/caf%C3%A9", "/caf%C3%A9"),
+        ("/a%zz", "/a%zz"),
+        ("//api/x", "/api/x"),
+        ("/a///b//", "/a/b/"),
+        ("/a/./b", "/a/b"),
+        ("/a/b/..", "/a/"),
+        ("/a/b/.", "/a/b/"),
+        ("/a/../../b", "/b"),
+        ("/..", "/"),
+        ("/%2e%2E/api", "/api"),
+        ("/.hidden/x", "/.hidden/x"),
+        ("/a..b/", "/a..b/"),
+        ("/", "/"),
+    ],
+)
+def test_normalize_path(path: str, normal: str) -> None:
+    assert normalize_path(path) == normal
+
+
+_PATH_CHARS = st.sampled_from(["/", ".", "..", "a", "%2e", "%2E", "%61", "%2f", "%", "//", "~"])
+
+
+@given(st.lists(_PATH_CHARS, max_size=12).map(lambda parts: "/" + "".join(parts)))
+def test_normalize_path_stays_absolute_without_empty_or_dot_segments(path: str) -> None:
+    # (Not idempotent for a stray "%": "/%%61a" decodes once to "/%aa", as the site would.)
+    normal = normalize_path(path)
+    assert normal.startswith("/")
+    assert "//" not in normal
+    assert "/./" not in normal + "/" and "/../" not in normal + "/"

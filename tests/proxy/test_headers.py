@@ -230,3 +230,35 @@ def test_parse_networks_accepts_addresses_and_networks() -> None:
         ipaddress.ip_network("10.0.0.0/8"),
         ipaddress.ip_network("::1/128"),
     )
+
+
+# --------------------------------------------------------------------------- client identity
+
+
+IDENTITY_FIELDS = [
+    (b"x-real-ip", b"6.6.6.6"),
+    (b"true-client-ip", b"6.6.6.6"),
+    (b"cf-connecting-ip", b"6.6.6.6"),
+    (b"x-client-ip", b"6.6.6.6"),
+    (b"forwarded", b"for=6.6.6.6"),
+    (b"x-forwarded-port", b"443"),
+]
+
+
+def test_client_identity_fields_from_an_untrusted_peer_are_dropped() -> None:
+    out = req([(b"host", b"site"), *IDENTITY_FIELDS, (b"x-kept", b"1")])
+    names = [n for n, _ in out]
+    for name, _ in IDENTITY_FIELDS:
+        assert name not in names
+    assert (b"x-kept", b"1") in out
+
+
+def test_client_identity_fields_from_a_trusted_proxy_are_kept() -> None:
+    out = req([(b"host", b"site"), *IDENTITY_FIELDS], TRUSTED)
+    for field in IDENTITY_FIELDS:
+        assert field in out
+
+
+def test_a_connection_header_cannot_shield_an_identity_field() -> None:
+    out = req([(b"host", b"site"), (b"connection", b"x-real-ip"), (b"x-real-ip", b"6.6.6.6")])
+    assert b"x-real-ip" not in [n for n, _ in out]
