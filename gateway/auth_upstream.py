@@ -178,7 +178,10 @@ def forwarded_headers(
 
 
 def client_address(remote: str) -> str:
-    """``"1.2.3.4:5678"`` → ``"1.2.3.4"``, ``"[::1]:5678"`` → ``"::1"``; ``"-"`` stays."""
+    """``"1.2.3.4:5678"`` → ``"1.2.3.4"``, ``"[::1]:5678"`` → ``"::1"``; ``"-"`` stays; a
+    bare address (``session.remote`` for a client behind a trusted proxy) stays as it is."""
+    if ":" not in remote or (remote.count(":") > 1 and not remote.startswith("[")):
+        return remote  # "1.2.3.4", "2001:db8::7" (no port), "-"
     host, colon, _port = remote.rpartition(":")
     if not colon:
         return remote

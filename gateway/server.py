@@ -20,6 +20,7 @@ import trio
 from trio_websocket import Endpoint
 
 from gateway.app import App
+from gateway.client_limits import CONNECTIONS_RESPONSE, Slot
 from gateway.config.load import parse_listen
 from gateway.http.http11 import serve_connection
 from gateway.log import RateLimit
@@ -34,6 +35,10 @@ ACCEPT_BACKOFF = 0.1
 # the first few per minute keep their traceback, the rest are counted (issue 9).
 CRASH_LOG_BURST = 5
 CRASH_LOG_INTERVAL = 60.0
+# Refused connections whose close lingers at once (see _refuse), and what each may read.
+MAX_LINGERING = 64
+LINGER_BYTES = 65536
+_lingering = 0
 OVERLOAD_RESPONSE = (
     b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\ncontent-type: text/plain\r\n"
     b"content-length: 20\r\nconnection: close\r\n\r\nserver at capacity.\n"
@@ -132,26 +137,54 @@ async def _accept_loop(
         if app.connections >= limit:
             nursery.start_soon(_refuse, stream, context)
             continue
+        slot = app.limits.admit(stream)  # [limits]: this client's open connections
+        if slot is None:
+            nursery.start_soon(_refuse, stream, context, CONNECTIONS_RESPONSE)
+            continue
         app.connection_opened()
-        nursery.start_soon(_connection, app, stream, context, crashes)
+        nursery.start_soon(_connection, app, stream, context, crashes, slot)
 
 
-async def _refuse(stream: trio.SocketStream, context: ssl.SSLContext | None) -> None:
-    """Over ``server.max_connections``: a fixed 503 with Retry-After (over TLS on a TLS port),
-    then close; the whole exchange gets one second."""
+async def _refuse(
+    stream: trio.SocketStream, context: ssl.SSLContext | None, response: bytes = OVERLOAD_RESPONSE
+) -> None:
+    """Over ``server.max_connections`` (or the client's ``limits.connections_per_client``): a
+    fixed 503 with Retry-After (over TLS on a TLS port), then close; the whole exchange gets
+    one second.
+
+    The close lingers: the client has usually sent its request already, and closing with it
+    unread makes the kernel send a RST, which can destroy the 503 before the client reads it.
+    So we send FIN and read until the client closes too (at most ``LINGER_BYTES``, within the
+    second), unless ``MAX_LINGERING`` refusals are lingering already: then we close at once,
+    so that refusals cannot be made to hold file descriptors."""
+    global _lingering
     served: trio.abc.Stream = stream
     if context is not None:
         served = trio.SSLStream(stream, context, server_side=True, https_compatible=True)
-    with trio.move_on_after(1):
-        try:
-            await served.send_all(OVERLOAD_RESPONSE)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # the client left: nothing to refuse
-    await trio.aclose_forcefully(served)
+    linger = _lingering < MAX_LINGERING
+    _lingering += linger
+    try:
+        with trio.move_on_after(1):
+            await served.send_all(response)
+            if linger:
+                if isinstance(served, trio.SocketStream):
+                    await served.send_eof()
+                drained = 0
+                while drained < LINGER_BYTES and (data := await served.receive_some(16384)):
+                    drained += len(data)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass  # the client left: nothing to refuse
+    finally:
+        _lingering -= linger
+        await trio.aclose_forcefully(served)
 
 
 async def _connection(
-    app: App, stream: trio.SocketStream, context: ssl.SSLContext | None, crashes: RateLimit
+    app: App,
+    stream: trio.SocketStream,
+    context: ssl.SSLContext | None,
+    crashes: RateLimit,
+    slot: Slot,
 ) -> None:
     # This frame lives as long as the connection, so it keeps nothing of its own: the peer's
     # address goes straight to the HTTP side (a WebSocket reads its endpoints from its stream).
@@ -160,7 +193,11 @@ async def _connection(
         if context is not None:
             served = trio.SSLStream(stream, context, server_side=True, https_compatible=True)
         await serve_connection(
-            app, served, remote=_remote(stream, context is not None), secure=context is not None
+            app,
+            served,
+            remote=_remote(stream, context is not None),
+            secure=context is not None,
+            slot=slot,
         )
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass  # the peer went away mid-write; nothing to report
@@ -171,6 +208,7 @@ async def _connection(
             more = f" ({dropped} more not logged)" if dropped else ""
             log.exception("connection handler crashed%s", more)
     finally:
+        app.limits.release(slot)
         app.connection_closed()
 
 

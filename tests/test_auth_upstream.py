@@ -92,6 +92,9 @@ def test_client_address_strips_the_port() -> None:
     assert client_address("10.0.0.7:5555") == "10.0.0.7"
     assert client_address("[::1]:5555") == "::1"
     assert client_address("-") == "-"
+    # session.remote of a client behind a trusted proxy: the bare forwarded address
+    assert client_address("203.0.113.7") == "203.0.113.7"
+    assert client_address("2001:db8::7") == "2001:db8::7"
 
 
 def test_cache_key_depends_on_cookie_and_authorization_only() -> None:

@@ -23,6 +23,7 @@ from gateway.config.schema import (
     BrokerConfig,
     Config,
     HttpConfig,
+    LimitsConfig,
     MountConfig,
     ProxyConfig,
     ServerConfig,
@@ -30,12 +31,12 @@ from gateway.config.schema import (
 )
 from gateway.config.validate import build, describe
 from gateway.core import origin
+from gateway.core.address import parse_networks
 from gateway.core.routing import Template
 from gateway.core.upstream import parse_upstream
 from gateway.errors import ConfigError
-from gateway.proxy.headers import parse_networks
 
-_TABLES = {"server", "http", "auth", "websocket", "plugins", "proxy", "broker"}
+_TABLES = {"server", "http", "auth", "websocket", "plugins", "proxy", "broker", "limits"}
 _MOUNT_KEYS = {"path", "use", "options"}
 _WS_KEYS = {f.name for f in dataclasses.fields(WebSocketConfig)}
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -92,7 +93,11 @@ def parse(
     mounts = _mounts(data.get("plugins", {}), websocket, http)
     proxy = _proxy(build(ProxyConfig, data.get("proxy", {}), "proxy"))
     broker = _broker(build(BrokerConfig, data["broker"], "broker")) if "broker" in data else None
-    config = Config(server, http, auth, websocket, mounts, source, proxy=proxy, broker=broker)
+    _trusted_proxies(server.trusted_proxies, "server.trusted_proxies")
+    limits = build(LimitsConfig, data.get("limits", {}), "limits")
+    config = Config(
+        server, http, auth, websocket, mounts, source, proxy=proxy, broker=broker, limits=limits
+    )
     check_workers(config)
     return config
 
@@ -150,6 +155,15 @@ def _hosts(hosts: tuple[str, ...]) -> tuple[str, ...]:
     if not normalized:
         raise ConfigError("server.hosts", "empty: no request could be served (use '*' for any)")
     return tuple(normalized)
+
+
+def _trusted_proxies(values: tuple[str, ...], key: str) -> None:
+    """Each entry an IP address or a CIDR network without host bits."""
+    for i, value in enumerate(values):
+        try:
+            parse_networks([value])
+        except ValueError as exc:
+            raise ConfigError(f"{key}[{i}]", str(exc)) from None
 
 
 def _proxy(proxy: ProxyConfig) -> ProxyConfig:

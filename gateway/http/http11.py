@@ -28,6 +28,7 @@ from trio_websocket import Endpoint
 
 from gateway import upgrade
 from gateway.app import FIRST_REQUEST_GRACE, App
+from gateway.client_limits import Slot
 from gateway.core import frontdoor
 from gateway.core import headers as hdr
 from gateway.core.decisions import REASONS, Destroy, Health, Proxy, Reject, Static, Upgrade
@@ -60,11 +61,13 @@ class HTTPConnection:
         *,
         remote: Endpoint | None,
         secure: bool = False,
+        slot: Slot | None = None,
     ) -> None:
         self.app = app
         self.stream = stream
         self.remote = remote
         self.secure = secure
+        self.slot = slot  # this connection's per-client place (gateway.client_limits)
         self.http = app.config.http
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.http.max_head_bytes)
         self._accepted_at = trio.current_time()
@@ -317,6 +320,10 @@ class HTTPConnection:
         if runtime is None:  # a Proxy decision implies a [proxy] table; be safe anyway
             await self._send_simple(frontdoor.NOT_FOUND)
             return True
+        limited = self.app.limits.check_request(self.remote, request.headers)  # [limits]
+        if limited is not None:
+            await self._send_simple(limited)
+            return True
         peer = None if self.remote is None else str(self.remote.address)
         client = forward.ClientSide(self.stream, self.conn, peer, self.secure, self.app.draining)
         try:
@@ -349,8 +356,16 @@ class HTTPConnection:
         trailing: bytes | None = None
         try:
             with trio.move_on_at(deadline):
+                # [limits]: the client's handshake rate (and, through a proxy, its connections)
+                limited, forwarded = self.app.limits.check_upgrade(
+                    self.slot, self.remote, request.headers
+                )
+                if limited is not None:
+                    await self._send_simple(limited)
+                    return None
+                remote = forwarded or self.remote_text  # session.remote: the forwarded client
                 try:
-                    prepared = await upgrade.prepare(self.app, decision, request, self.remote_text)
+                    prepared = await upgrade.prepare(self.app, decision, request, remote)
                 except upgrade.Refused as refused:
                     log.info(
                         "refused %s %s: %d %s",
@@ -384,13 +399,15 @@ async def serve_connection(
     *,
     remote: Endpoint | None,
     secure: bool = False,
+    slot: Slot | None = None,
 ) -> None:
     """One connection from accept to close: HTTP until it upgrades, then the WebSocket session.
 
     The session is served from this frame, not inside the HTTP loop nor in a further coroutine:
     an idle WebSocket keeps this one frame of ours, and none of h11's state, the request or the
     handshake (each ``del`` below lets one go)."""
-    connection = HTTPConnection(app, stream, remote=remote, secure=secure)
+    connection = HTTPConnection(app, stream, remote=remote, secure=secure, slot=slot)
+    del slot  # released by the caller (gateway.server), which holds it for the connection
     del remote  # the HTTP side's; a WebSocket reads its endpoints from its stream
     handover = await connection.serve()
     del connection
