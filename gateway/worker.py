@@ -54,12 +54,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--index", type=int, required=True)
     parser.add_argument("--fds", required=True)
     parser.add_argument("--log-level", default="INFO")
+    # Until the signal receivers are in place: a Ctrl-C in the terminal reaches the whole
+    # process group, and the supervisor forwards it as SIGTERM anyway (no traceback here).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     args = parser.parse_args(argv)
     log_module.configure(args.log_level)
     tag_log_lines(f"worker {args.index}")
     # The supervisor wrote the config it validated; it is our own parent, so unpickling
     # its bytes trusts nobody new.
-    config: Config = pickle.load(sys.stdin.buffer)
+    try:
+        config: Config = pickle.load(sys.stdin.buffer)
+    except EOFError:
+        print(f"gateway: worker {args.index}: supervisor gone before the config", file=sys.stderr)
+        return 1
     try:
         app = app_module.build(config)
     except ConfigError as exc:  # e.g. an environment variable gone since the supervisor checked
