@@ -273,7 +273,8 @@ async def test_request_header_rules_on_the_wire(
         ("Via", "1.0 corp-proxy"),
         ("X-End-To-End", "kept"),
     ]
-    async with proxied(start_gateway, upstream) as gw:
+    site = {"server.hosts": ["site.example"]}  # a name the gateway is served under
+    async with proxied(start_gateway, upstream, site) as gw:
         echo = echoed(await fetch(gw, request("GET", "/h", headers, host="site.example:8080")))
     names = [n for n, _ in echo["headers"]]
     for gone in ("connection", "x-secret-hop", "keep-alive", "proxy-authorization", "te"):
@@ -293,7 +294,11 @@ async def test_request_header_rules_on_the_wire(
 async def test_a_trusted_proxy_extends_x_forwarded_for(
     start_gateway: GatewayFactory, upstream: UpstreamProcess
 ) -> None:
-    changes = {"proxy.trusted_proxies": ["127.0.0.0/8"], "proxy.preserve_host": False}
+    changes = {
+        "proxy.trusted_proxies": ["127.0.0.0/8"],
+        "proxy.preserve_host": False,
+        "server.hosts": ["site.example"],
+    }
     headers = [("X-Forwarded-For", "203.0.113.7, 10.0.0.1"), ("X-Forwarded-Proto", "https")]
     async with proxied(start_gateway, upstream, changes) as gw:
         echo = echoed(await fetch(gw, request("GET", "/h", headers, host="site.example")))
