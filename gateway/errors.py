@@ -57,6 +57,11 @@ def is_sendable_close_code(code: int) -> bool:
     return 3000 <= code <= 4999
 
 
+class MessageTypeError(GatewayError, TypeError, ValueError):
+    """A WebSocket message that is neither ``str`` nor bytes-like.  A :class:`ValueError` as
+    trio-websocket raises for it, and a :class:`TypeError` as it really is."""
+
+
 class UpstreamError(GatewayError):
     """The legacy site behind the proxy failed: refused, unreachable, broken or malformed.
 

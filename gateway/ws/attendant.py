@@ -6,7 +6,7 @@ the attendant, an idle connection is one task parked in the handler's ``get_mess
 deadline of its own: its timers are entries in one heap, run by one system task per trio run.
 
 A connection asks for a call with :func:`call_at`; at that time the attendant calls
-``connection.on_timer(when)``, synchronously.  Entries are never removed: a connection whose
+``connection._on_timer(when)``, synchronously.  Entries are never removed: a connection whose
 timer moved (a pong arrived, the handler came back) compares ``when`` with what it wants and
 ignores stale calls.  The heap holds connections weakly, so a closed connection is freed at
 once, not when its keepalive would have been due.  Callbacks must not block and must not
@@ -29,7 +29,7 @@ log = logging.getLogger("gateway.ws")
 
 
 class Timed(Protocol):
-    def on_timer(self, when: float) -> None: ...
+    def _on_timer(self, when: float) -> None: ...
 
 
 class Attendant:
@@ -68,7 +68,7 @@ class Attendant:
                 target = ref()
                 if target is not None:
                     try:
-                        target.on_timer(when)
+                        target._on_timer(when)
                     except Exception:
                         log.exception("timer of %r failed", target)
                 del ref, target  # not kept alive while the attendant sleeps
@@ -94,5 +94,5 @@ def attendant() -> Attendant:
 
 
 def call_at(when: float, target: Timed) -> None:
-    """Call ``target.on_timer(when)`` at ``when`` (trio's clock), from the attendant task."""
+    """Call ``target._on_timer(when)`` at ``when`` (trio's clock), from the attendant task."""
     attendant().call_at(when, target)

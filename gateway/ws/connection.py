@@ -1,11 +1,15 @@
 """A server-side WebSocket connection with trio-websocket's interface, on the gateway's engine.
 
-Handlers written for trio-websocket run unchanged: ``get_message``, ``send_message``, ``ping``,
-``pong``, ``aclose``, ``closed``, ``path``, ``subprotocol``, ``local``, ``remote`` and
-``handshake_headers`` behave the same and the same :class:`trio_websocket.ConnectionClosed` is
-raised.  The engine underneath is the gateway's own (docs/design.md, option C): the 101 was
-already sent through h11, :mod:`gateway.ws.parser` parses client frames with the limits built
-in, and :mod:`gateway.ws.frames` encodes server frames.
+Handlers written for trio-websocket run unchanged: the connection is a
+:class:`trio.abc.AsyncResource` (``async with ws:``), ``get_message``, ``send_message``,
+``ping``, ``pong``, ``aclose``, ``closed``, ``is_client``, ``is_server``, ``path``,
+``subprotocol``, ``local``, ``remote`` and ``handshake_headers`` behave the same, and the same
+:class:`trio_websocket.ConnectionClosed` (with its :class:`trio_websocket.CloseReason`) is
+raised; tests/ws/test_compat.py runs the same checks against both.
+
+The engine underneath is the gateway's own (docs/design.md, option C): the 101 was already
+sent through h11, :mod:`gateway.ws.parser` parses client frames with the limits built in, and
+:mod:`gateway.ws.frames` encodes server frames.
 
 Tasks: :meth:`serve` runs the handler in the calling task, inside one nursery that holds the
 helper tasks started on need.  Who reads the socket (the handler itself inside
@@ -32,6 +36,7 @@ import trio
 from trio_websocket import CloseReason, ConnectionClosed, Endpoint
 
 from gateway.core import headers as hdr
+from gateway.errors import is_sendable_close_code
 from gateway.ws import frames
 from gateway.ws.attendant import call_at
 from gateway.ws.deflate import DeflateParams, Deflater
@@ -57,8 +62,14 @@ DEFAULT_LIMITS = Limits()
 _FROM_STREAM = Endpoint("0.0.0.0", 0, False)  # marker: compute local/remote from the socket
 
 
-class WebSocketConnection(ReadingRole):
-    """One accepted WebSocket; see the module docstring."""
+class WebSocketConnection(ReadingRole, trio.abc.AsyncResource):
+    """One accepted WebSocket; see the module docstring.
+
+    A :class:`trio.abc.AsyncResource`, as trio-websocket's connection is: ``async with ws:``
+    closes it with 1000 on the way out (:meth:`aclose`).  Every method raises
+    :class:`trio_websocket.ConnectionClosed` (carrying :attr:`closed`) once the connection is
+    closed or closing, but for :meth:`aclose` and :meth:`close_nowait`, which never do.
+    """
 
     # Slots: a few hundred bytes less per connection than an instance dict.
     __slots__ = (
@@ -133,25 +144,33 @@ class WebSocketConnection(ReadingRole):
 
     @property
     def closed(self) -> CloseReason | None:
-        """Why the connection is closed or closing, or ``None`` while it is open."""
+        """Why the connection is closed or closing, or ``None`` while it is open: the code
+        and reason of whichever Close came first (ours, or the peer's), 1006 if the stream
+        was lost without one."""
         return self._close_reason
 
     @property
     def is_client(self) -> bool:
+        """Always ``False``: the gateway is the server."""
         return False
 
     @property
     def is_server(self) -> bool:
+        """Always ``True``."""
         return True
 
     @property
-    def local(self) -> Endpoint | None:
+    def local(self) -> Endpoint | str | None:
+        """The local address as an :class:`~trio_websocket.Endpoint`; for a stream that has
+        no socket, its ``repr`` (as trio-websocket); ``None`` once the socket is closed."""
         if self._local is _FROM_STREAM:
             return _endpoint(self._stream, local=True)
         return self._local
 
     @property
-    def remote(self) -> Endpoint | None:
+    def remote(self) -> Endpoint | str | None:
+        """The client's address, as :attr:`local` (behind a proxy, the proxy's: the client's
+        own address is ``session.remote``)."""
         if self._remote is _FROM_STREAM:
             return _endpoint(self._stream, local=False)
         return self._remote
@@ -163,6 +182,7 @@ class WebSocketConnection(ReadingRole):
 
     @property
     def subprotocol(self) -> str | None:
+        """The subprotocol agreed in the handshake, or ``None``."""
         return self._subprotocol
 
     @property
@@ -172,12 +192,19 @@ class WebSocketConnection(ReadingRole):
         return hdr.unpack(headers) if isinstance(headers, bytes) else headers
 
     async def get_message(self) -> str | bytes:
-        """The next message; messages that arrived before the peer closed are still delivered,
-        then :class:`ConnectionClosed` is raised (as in trio-websocket).  After a local close
-        queued messages are dropped.
+        """The next message: ``str`` for a text message, ``bytes`` for a binary one.
 
-        With nothing queued and nobody reading, the calling task reads the socket itself
-        (see the module docstring)."""
+        Messages that arrived before the peer closed are still delivered, then
+        :class:`ConnectionClosed` is raised (as in trio-websocket).  After a local close
+        (:meth:`aclose`, :meth:`close_nowait`, a slow consumer, a keepalive timeout) queued
+        messages are dropped and it raises at once.
+
+        Safe to cancel: a cancelled call loses no message and no received bytes (what was
+        read is parsed into the queue before the call returns or raises).  With nothing
+        queued and nobody reading, the calling task reads the socket itself (see the module
+        docstring).  Several tasks may wait at once; each message goes to one of them.
+
+        :raises ConnectionClosed: the connection is closed and no message is left."""
         inbox = self._inbox
         messages = inbox.messages
         while True:
@@ -209,8 +236,14 @@ class WebSocketConnection(ReadingRole):
         them all (at most 64 KiB; asyncio's ``transport.write`` buffers the same way).  A
         client that does not read backpressures the handler here.
 
-        Cancelled, the message may still go out: once its frame is queued (behind another
-        write, or half written) it is sent whole, since a cut frame would break the stream.
+        Not entirely safe to cancel: a call cancelled before its frame is queued sends
+        nothing, but once the frame is queued (behind another write, or half written) it is
+        sent whole, since a cut frame would break the stream.
+
+        :raises ConnectionClosed: the connection is closed or closing (also when it closes
+            while this call waits for the write).
+        :raises gateway.errors.MessageTypeError: ``message`` is neither ``str`` nor bytes-like
+            (a :class:`ValueError`, as trio-websocket raises, and a :class:`TypeError`).
         """
         if self._close_reason is not None:
             raise ConnectionClosed(self._close_reason)
@@ -231,34 +264,73 @@ class WebSocketConnection(ReadingRole):
             await self._flush()
 
     async def ping(self, payload: bytes | None = None) -> None:
-        """Send a ping and wait for the matching pong (a pong answers every earlier ping too)."""
+        """Send a ping and wait for its pong.  ``payload`` (at most 125 bytes) defaults to 4
+        random bytes; each ping in flight needs its own.  A pong answers the ping with its
+        payload and every ping sent before it (RFC 6455 §5.5.3 lets a peer answer several
+        pings with one pong), as in trio-websocket.
+
+        Safe to cancel: the ping may have been sent, but its payload is free again at once
+        and a late pong is ignored.
+
+        :raises ConnectionClosed: the connection is closed, or closes before the pong.
+        :raises ValueError: a ping with this payload is already in flight, or the payload
+            is longer than 125 bytes.
+        """
         if self._close_reason is not None or self._finished:
             raise ConnectionClosed(self._close_reason)
         if payload is None:
             payload = os.urandom(4)
+        elif len(payload) > 125:
+            raise ValueError("a ping payload is at most 125 bytes (RFC 6455 §5.5)")
         event = self._pings.register(payload)
-        self._out.queue(frames.frame(frames.OP_PING, payload))
-        await self._flush()
-        self._reads_wanted += 1
+        unanswered = True
         try:
-            self._ensure_reader()
-            await event.wait()
+            self._out.queue(frames.frame(frames.OP_PING, payload))
+            await self._flush()
+            self._reads_wanted += 1
+            try:
+                self._ensure_reader()
+                await event.wait()
+            finally:
+                self._reads_wanted -= 1
+                self._maybe_hand_back()
         finally:
-            self._reads_wanted -= 1
-            self._maybe_hand_back()
-        if self._pings.unanswered(payload, event):
+            # Answered, released by the close, or cancelled: either way it is no longer
+            # in flight (a cancelled ping must not keep its payload taken).
+            unanswered = self._pings.unanswered(payload, event)
+        if unanswered:
             raise ConnectionClosed(self._close_reason)
 
     async def pong(self, payload: bytes | None = None) -> None:
-        """Send an unsolicited pong (a heartbeat, RFC 6455 §5.5.3)."""
+        """Send an unsolicited pong (a heartbeat, RFC 6455 §5.5.3) carrying ``payload`` (at
+        most 125 bytes; none by default) and wait until it is written.
+
+        Cancelled, the pong may still go out whole (as :meth:`send_message`).
+
+        :raises ConnectionClosed: the connection is closed or closing.
+        :raises ValueError: the payload is longer than 125 bytes.
+        """
         if self._close_reason is not None:
             raise ConnectionClosed(self._close_reason)
+        if payload is not None and len(payload) > 125:
+            raise ValueError("a pong payload is at most 125 bytes (RFC 6455 §5.5)")
         self._out.queue(frames.frame(frames.OP_PONG, payload or b""))
         await self._flush()
 
     async def aclose(self, code: int = NORMAL, reason: str | None = None) -> None:
-        """Start the closing handshake (if not started) and wait for it to finish, at most
-        ``close_timeout`` seconds; then the TCP stream is closed.  Idempotent."""
+        """Send a Close with ``code`` and ``reason`` (if none was sent yet), wait for the
+        peer's (at most ``close_timeout`` seconds), then close the TCP stream.  Messages not
+        yet taken are dropped; from the start of this call every other method raises
+        :class:`ConnectionClosed`.  Idempotent: a second call (or a call after the peer
+        closed) just waits for the end.  Also what ``async with ws:`` calls on the way out.
+
+        Safe to cancel: the stream is closed all the same, only without waiting for the
+        peer's Close.  Never raises :class:`ConnectionClosed`.
+
+        :raises ValueError: ``code`` is not one an endpoint may send (RFC 6455 §7.4).
+        """
+        if not is_sendable_close_code(code):
+            raise ValueError(f"close code {code} may not be sent (RFC 6455 §7.4)")
         self._start_close(code, reason or "")
         self._inbox.discard()
         try:
@@ -279,7 +351,9 @@ class WebSocketConnection(ReadingRole):
 
         This is how a broadcast reaches many clients without awaiting the slowest.  Returns
         ``False`` if the connection is closing, or if the queue overflowed: then the client is
-        a slow consumer and is being closed with 1013.
+        a slow consumer and is being closed with 1013.  Never raises for a closed connection.
+
+        :raises gateway.errors.MessageTypeError: as :meth:`send_message`.
         """
         if self._close_reason is not None:
             return False
@@ -295,7 +369,13 @@ class WebSocketConnection(ReadingRole):
         """Start the closing handshake without waiting (e.g. 1001 for every client at
         shutdown); frames already queued go out first.  The handler's next ``get_message``
         raises :class:`ConnectionClosed` (one already reading returns once the peer answers,
-        or after ``close_timeout``, when the connection is dropped)."""
+        or after ``close_timeout``, when the connection is dropped).  Idempotent; never
+        raises :class:`ConnectionClosed`.
+
+        :raises ValueError: as :meth:`aclose`.
+        """
+        if not is_sendable_close_code(code):
+            raise ValueError(f"close code {code} may not be sent (RFC 6455 §7.4)")
         already = self._close_sent
         self._start_close(code, reason)
         self._inbox.discard()
@@ -307,18 +387,16 @@ class WebSocketConnection(ReadingRole):
         """Bytes queued by :meth:`send_nowait` that are not yet written."""
         return self._out.buffered
 
-    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Read until the connection is closed (``nursery.start``); see :meth:`serve`."""
-        await self.serve(None, task_status=task_status)
-
     async def serve(
         self,
         handler: Callable[[], Awaitable[None]] | None,
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Run ``handler`` in this task until it returns and the connection is closed; with
-        no handler, this task is the reader until the connection is closed.  The nursery
+        """The engine's entry point (the gateway's, not a handler's): run ``handler`` in this
+        task until it returns and the connection is closed; with no handler, this task is the
+        reader until the connection is closed (``nursery.start(ws.serve, None)``).
+        Cancelled, the stream is closed (1006 if no Close was exchanged).  The nursery
         holds the reader and writer tasks, started on need (an idle connection has neither:
         its handler waits in ``get_message``, reading the socket itself)."""
         try:
@@ -349,7 +427,7 @@ class WebSocketConnection(ReadingRole):
             self._nursery = self._out.nursery = None
             await self._close_stream()
 
-    def on_timer(self, when: float) -> None:
+    def _on_timer(self, when: float) -> None:
         """The attendant's call (:mod:`gateway.ws.attendant`): the keepalive clock ran out,
         or it is time to check whether the handler came back to reading.  Either way, a
         writer task idle since the last call ends."""
@@ -451,11 +529,11 @@ class WebSocketConnection(ReadingRole):
         payload = frames.close_payload(code, event.reason)
         self._push(frames.frame(frames.OP_CLOSE, payload), counted=False)
 
-    def on_write_lost(self) -> None:
+    def _write_lost(self) -> None:
         """:class:`Outbound`'s report: the stream failed under a write."""
         self._lost()
 
-    async def abort(self) -> None:
+    async def _abort(self) -> None:
         """:class:`Outbound`'s grace period ran out: drop the stream."""
         await self._close_stream()
 
@@ -472,13 +550,13 @@ class WebSocketConnection(ReadingRole):
             await self._stream.aclose()
 
 
-def _endpoint(stream: trio.abc.Stream, *, local: bool) -> Endpoint | None:
+def _endpoint(stream: trio.abc.Stream, *, local: bool) -> Endpoint | str | None:
     """The socket's address as trio-websocket reports it (computed on use: an idle
     connection does not keep two address objects)."""
     secure = isinstance(stream, trio.SSLStream)
     transport = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
     if not isinstance(transport, trio.SocketStream):
-        return None
+        return repr(stream)  # as trio-websocket: a stream without an address
     try:
         address = transport.socket.getsockname() if local else transport.socket.getpeername()
         return Endpoint(address[0], address[1], secure)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
+from gateway.errors import MessageTypeError
 from gateway.ws.frames import OP_BINARY, OP_TEXT, frame_header
 
 NAME = "permessage-deflate"
@@ -135,8 +136,14 @@ class Deflater:
 
     def frame(self, message: str | bytes) -> bytes:
         """A whole frame for ``message``: compressed with RSV1 set, or plain if it is small."""
-        data = message.encode("utf-8") if isinstance(message, str) else message
-        opcode = OP_TEXT if isinstance(message, str) else OP_BINARY
+        if isinstance(message, str):
+            data, opcode = message.encode("utf-8"), OP_TEXT
+        elif isinstance(message, bytes | bytearray | memoryview):
+            data, opcode = bytes(message), OP_BINARY
+        else:
+            raise MessageTypeError(
+                f"a WebSocket message is str or bytes, not {type(message).__name__}"
+            )
         if len(data) < MIN_SIZE:
             return frame_header(opcode, len(data)) + data
         body = self._z.compress(data) + self._z.flush(zlib.Z_SYNC_FLUSH)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import struct
 
+from gateway.errors import MessageTypeError
+
 OP_CONT = 0x0
 OP_TEXT = 0x1
 OP_BINARY = 0x2
@@ -43,7 +45,7 @@ def message_frame(message: str | bytes | bytearray | memoryview) -> bytes:
         return frame(OP_TEXT, message.encode("utf-8"))
     if isinstance(message, bytes | bytearray | memoryview):
         return frame(OP_BINARY, bytes(message))
-    raise TypeError(f"a WebSocket message is str or bytes, not {type(message).__name__}")
+    raise MessageTypeError(f"a WebSocket message is str or bytes, not {type(message).__name__}")
 
 
 def close_payload(code: int | None, reason: str = "") -> bytes:

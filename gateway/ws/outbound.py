@@ -36,10 +36,10 @@ from gateway.ws.waiting import Waiters
 class Owner(Protocol):
     """The connection an :class:`Outbound` belongs to."""
 
-    def on_write_lost(self) -> None:
+    def _write_lost(self) -> None:
         """The stream failed under a write."""
 
-    async def abort(self) -> None:
+    async def _abort(self) -> None:
         """A grace period ran out (:meth:`Outbound.abort_after`): drop the stream."""
 
 
@@ -167,7 +167,7 @@ class Outbound:
                     else:
                         await self._send_all(data)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    self._owner.on_write_lost()
+                    self._owner._write_lost()
                     raise OutboundClosed from None
                 self.buffered = max(0, self.buffered - in_batch)
                 self._written_lot.wake_all()
@@ -212,7 +212,7 @@ class Outbound:
             await self._stream.send_all(data)
         except trio.Cancelled:
             self.closed = True
-            self._owner.on_write_lost()
+            self._owner._write_lost()
             raise
         self._written += len(data)
 
@@ -281,4 +281,4 @@ class Outbound:
                     return
                 await self._writer_lot.wait()
         if scope.cancelled_caught:
-            await self._owner.abort()
+            await self._owner._abort()

@@ -99,7 +99,7 @@ class ReadingRole(abc.ABC):
         """Reading is over: write what is queued, bounded, then close TCP."""
 
     @abc.abstractmethod
-    def on_timer(self, when: float) -> None:
+    def _on_timer(self, when: float) -> None:
         """The attendant's call; it calls :meth:`_attend`."""
 
     # -- reading ------------------------------------------------------------------------------
@@ -296,7 +296,7 @@ class ReadingRole(abc.ABC):
 
     def _attend(self, when: float) -> None:
         """The attendant's check that the handler came back to reading (see
-        :meth:`_left_reading`); the connection's ``on_timer`` calls it."""
+        :meth:`_left_reading`); the connection's ``_on_timer`` calls it."""
         if when != self._attend_at:
             return  # a stale entry: the check moved
         self._attend_at = None

@@ -18,7 +18,7 @@ class Recorder:
         self.log = log
         self.name = name
 
-    def on_timer(self, when: float) -> None:
+    def _on_timer(self, when: float) -> None:
         self.log.append((self.name, when, trio.current_time()))
 
 
@@ -59,7 +59,7 @@ async def test_a_failing_callback_is_logged_and_the_rest_still_run(
     autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
     class Broken:
-        def on_timer(self, when: float) -> None:
+        def _on_timer(self, when: float) -> None:
             raise RuntimeError("boom")
 
     calls: list[tuple[str, float, float]] = []

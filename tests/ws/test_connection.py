@@ -31,7 +31,7 @@ async def connected(
         client, server = trio.testing.memory_stream_pair()
     ws = WebSocketConnection(server, path="/t", limits=limits, trailing_data=trailing)
     async with trio.open_nursery() as nursery:
-        await nursery.start(ws.run)
+        await nursery.start(ws.serve, None)
         yield ws, Peer(client)
         nursery.cancel_scope.cancel()
 
@@ -175,6 +175,55 @@ async def test_duplicate_ping_payload_is_refused() -> None:
         with pytest.raises(ValueError, match="already in flight"):
             await ws.ping(b"same")
         await peer.send(Pong(b"same"))
+
+
+async def test_a_cancelled_ping_frees_its_payload() -> None:
+    async with connected() as (ws, peer):
+        with trio.move_on_after(0.05) as scope:
+            await ws.ping(b"once")
+        assert scope.cancelled_caught
+        assert isinstance(await peer.next_event(), Ping)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ws.ping, b"once")  # no ValueError: the payload is free
+            event = await peer.next_event()
+            assert isinstance(event, Ping) and event.payload == b"once"
+            await peer.send(event.response())
+
+
+async def test_ping_and_pong_payloads_are_control_frame_sized() -> None:
+    async with connected() as (ws, _peer):
+        with pytest.raises(ValueError, match="125 bytes"):
+            await ws.ping(b"x" * 126)
+        with pytest.raises(ValueError, match="125 bytes"):
+            await ws.pong(b"x" * 126)
+        assert ws.closed is None
+
+
+@pytest.mark.parametrize("code", [999, 1004, 1005, 1006, 1015, 2000, 5000])
+async def test_close_codes_no_endpoint_may_send_are_refused(code: int) -> None:
+    async with connected() as (ws, _peer):
+        with pytest.raises(ValueError, match="may not be sent"):
+            await ws.aclose(code)
+        with pytest.raises(ValueError, match="may not be sent"):
+            ws.close_nowait(code)
+        assert ws.closed is None  # nothing was sent
+
+
+async def test_async_with_runs_the_closing_handshake() -> None:
+    async with connected() as (ws, peer):
+        assert isinstance(ws, trio.abc.AsyncResource)
+        async with trio.open_nursery() as nursery:
+
+            async def answer() -> None:
+                event = await peer.close_event()
+                assert event.code == 1000
+                await peer.send(event.response())
+
+            nursery.start_soon(answer)
+            async with ws as entered:
+                assert entered is ws
+        assert ws.closed is not None and ws.closed.code == 1000
+        assert await peer.read_to_eof() == b""
 
 
 async def test_pending_ping_raises_when_the_connection_closes() -> None:
