@@ -211,6 +211,9 @@ async def serve(
         table["options"] = dict(options)
     data: dict[str, Any] = {key: dict(value) for key, value in (config or {}).items()}
     data.setdefault("plugins", {})[name] = table
+    # No socket, no listen address: the Host a test connects with is its own choice
+    # (server.hosts would otherwise default to the loopback names).
+    data.setdefault("server", {}).setdefault("hosts", ["*"])
     secret_env = data.get("auth", {}).get("secret_env", "GATEWAY_SECRET")
     app = build(parse(data, source="<gateway.testing>"), environ={secret_env: secret})
     async with trio.open_nursery() as nursery:

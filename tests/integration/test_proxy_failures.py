@@ -31,7 +31,10 @@ def upstream() -> Iterator[UpstreamProcess]:
 async def gateway_to(
     start_gateway: GatewayFactory, url: str, changes: Mapping[str, object] | None = None
 ) -> AsyncIterator[Running]:
-    async with start_gateway({"proxy.upstream": url, **(changes or {})}) as gw:
+    # The requests here say "Host: a": any Host, so each refusal is the framing rule under
+    # test, not the server.hosts allowlist.
+    hosts = {"server.hosts": ["*"]}
+    async with start_gateway({"proxy.upstream": url, **hosts, **(changes or {})}) as gw:
         yield gw
 
 
