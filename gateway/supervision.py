@@ -141,9 +141,10 @@ def drain_deadline(server: ServerConfig) -> float:
 
 
 def clean_stop(returncode: int) -> bool:
-    """Whether a worker's exit after "drain" was clean: status 0, or SIGTERM's default action
-    (a worker told to drain before it had installed its handlers had nothing to drain)."""
-    return returncode in (0, -signal.SIGTERM)
+    """Whether a worker's exit after "drain" (or "stop now") was clean: status 0, or the
+    default action of the signal it was sent (a worker told before it had installed its
+    handlers, or after it had finished, had nothing left to drain)."""
+    return returncode in (0, -signal.SIGTERM, -WORKER_SIGNAL[Action.STOP_NOW])
 
 
 def exit_status(gave_up: bool, stops: Iterable[int], killed: int) -> int:

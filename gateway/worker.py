@@ -74,6 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     listeners = [adopt(int(fd)) for fd in args.fds.split(",")]
     trio.run(run, app, listeners)
+    # Served and drained: a late signal from the supervisor must not turn this clean exit
+    # into a death by signal.
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        signal.signal(signum, signal.SIG_IGN)
     return 0
 
 

@@ -139,7 +139,10 @@ def test_drain_deadline_covers_the_drain_delay_and_the_shutdown_grace() -> None:
     assert drain_deadline(server) == pytest.approx(11.5 + EXIT_MARGIN)
 
 
-@pytest.mark.parametrize(("returncode", "clean"), [(0, True), (-15, True), (1, False), (-9, False)])
+@pytest.mark.parametrize(
+    ("returncode", "clean"),
+    [(0, True), (-15, True), (-3, True), (1, False), (-9, False), (-11, False)],
+)
 def test_clean_stop(returncode: int, clean: bool) -> None:
     assert clean_stop(returncode) is clean
 

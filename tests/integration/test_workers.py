@@ -13,6 +13,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -30,6 +31,9 @@ from tests.integration.conftest import (
     TIMEOUT,
     GatewayProcess,
     config_data,
+    new_key,
+    request,
+    upgrade_headers,
     write_config,
 )
 from tests.support.redis_server import RedisServer, redis_server  # noqa: F401
@@ -395,3 +399,41 @@ def test_a_chat_room_spans_the_workers(tmp_path: Path, redis_server: RedisServer
                 # Exactly once, in the sender's order, whichever worker the listener is on.
                 assert texts.count(f"hello from {sender}") == 1, (pid, texts)
                 assert texts.index(f"hello from {sender}") < texts.index(f"end {sender}")
+
+
+def test_a_second_sigterm_stops_every_worker_now(tmp_path: Path, redis_server: RedisServer) -> None:  # noqa: F811
+    grace = 30.0
+    config = workers_config(tmp_path, redis_server, {"server.shutdown_timeout": grace})
+    with supervised(config) as process:
+        run(lambda: until(lambda: process.log().count("] listening on ") == 2, "2 workers ready"))
+        # A client that completes the handshake, then never answers the server's Close: the
+        # drain would wait the whole grace for it.
+        with socket.create_connection(("127.0.0.1", process.port), timeout=TIMEOUT) as client:
+            key = new_key()
+            client.sendall(request("GET", "/pid", upgrade_headers(key)))
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += client.recv(4096)
+            assert head.startswith(b"HTTP/1.1 101 "), head
+            began = time.monotonic()
+            process.terminate()
+            run(lambda: until(lambda: "SIGTERM: draining every worker" in process.log(), "drain"))
+            run(
+                lambda: until(
+                    lambda: "] shutting down: 1 connections open" in process.log(),
+                    "the drain waits for the client",
+                )
+            )
+            process.terminate()
+            status = process.wait_exit(TIMEOUT)
+        assert time.monotonic() - began < grace / 2
+    log = process.log()
+    assert status == 0, log
+    assert "SIGTERM: stopping now every worker" in log
+    # The worker holding the client stops now; the other had drained already.
+    holder = re.search(r"pid (\d+)\] shutting down: 1 connections open", log)
+    assert holder is not None, log
+    assert f"pid {holder[1]}] SIGQUIT: stopping now" in log
+    assert f"(pid {holder[1]}) exited with status 0" in log
+    assert "shutdown timeout" not in log
+    assert log.rstrip().endswith("gateway.supervisor: stopped (exit status 0)")
