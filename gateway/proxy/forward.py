@@ -39,6 +39,7 @@ from gateway.config.schema import ProxyConfig
 from gateway.core.decisions import REASONS, Proxy, Reject
 from gateway.core.upstream import parse_upstream
 from gateway.errors import UpstreamError
+from gateway.log import RateLimit
 from gateway.proxy import headers as rules
 from gateway.proxy.body import (
     TOO_LARGE,
@@ -51,25 +52,13 @@ from gateway.proxy.body import (
 from gateway.proxy.client import UpstreamConnection
 from gateway.proxy.pool import Pools
 
-__all__ = ["ClientSide", "ProxyRuntime", "Refused", "forward"]
+__all__ = ["ClientGone", "ClientSide", "ProxyRuntime", "Refused", "forward"]
 
 log = logging.getLogger("gateway.proxy")
 
 
-class _EveryMinute:
-    """A WARNING at most once a minute (a full disk must not flood the log per request)."""
-
-    def __init__(self) -> None:
-        self.last: float | None = None
-
-    def warn(self, message: str, *args: object) -> None:
-        now = trio.current_time()
-        if self.last is None or now - self.last >= 60.0:
-            self.last = now
-            log.warning(message, *args)
-
-
-_spool_failed = _EveryMinute()
+# A full disk must not flood the log once per request.
+_spool_failed = RateLimit(burst=1, interval=60.0)
 
 
 @dataclass
@@ -118,9 +107,9 @@ async def forward(
     """Carry out ``decision`` for ``request``; True when the client connection may go on.
 
     Raises :class:`~gateway.errors.UpstreamError` (502/504) or :class:`Refused` (413/400/408)
-    for the caller to answer; when a response had already started they are raised all the
-    same, and the caller's answer is skipped (h11's state says it is too late) and the
-    connection closed.
+    for the caller to answer, or :class:`ClientGone` (nobody left to answer: just close).  When
+    a response had already started they are raised all the same, and the caller's answer is
+    skipped (h11's state says it is too late) and the connection closed.
     """
     config = runtime.config
     length = rules.request_framing(request.headers)
@@ -164,7 +153,13 @@ async def _buffer(client: ClientSide, config: ProxyConfig) -> BufferedBody:
         )
     except OSError as exc:
         # The spool could not be written (disk full...): our fault, not the client's.
-        _spool_failed.warn("request body could not be spooled to %s: %s", config.body_temp_dir, exc)
+        if (dropped := _spool_failed.allow()) is not None:
+            log.warning(
+                "request body could not be spooled to %s: %s (%d more since the last warning)",
+                config.body_temp_dir or "the temporary folder",
+                exc,
+                dropped,
+            )
         raise Refused(Reject(500, "request body could not be stored", close=True)) from None
 
 

@@ -31,6 +31,7 @@ from contextlib import asynccontextmanager
 import trio
 
 from gateway.core.upstream import Upstream
+from gateway.log import RateLimit
 from gateway.proxy.client import Surplus, UpstreamConnection, connect
 
 log = logging.getLogger("gateway.proxy")
@@ -54,8 +55,7 @@ class UpstreamPool:
         self.surplus = 0  # connections condemned for bytes beyond a response (rule 2)
         self.strict = False  # rule 3: set by the first surplus, never cleared
         self.closed = False
-        self._surplus_logged_at: float | None = None
-        self._surplus_unlogged = 0
+        self._surplus_log = RateLimit(burst=1, interval=SURPLUS_LOG_INTERVAL)
 
     @asynccontextmanager
     async def lease(self) -> AsyncIterator[UpstreamConnection]:
@@ -111,12 +111,9 @@ class UpstreamPool:
         """Count (and log, rate-limited) an upstream that sent bytes nobody asked for."""
         self.surplus += 1
         self.strict = True
-        now = trio.current_time()
-        last = self._surplus_logged_at
-        if last is not None and now - last < SURPLUS_LOG_INTERVAL:
-            self._surplus_unlogged += 1
+        if (dropped := self._surplus_log.allow()) is None:
             return
-        more = f" ({self._surplus_unlogged} more since the last warning)" if last else ""
+        more = f" ({dropped} more since the last warning)" if dropped else ""
         log.warning(
             "upstream %s sent data beyond its response %s; connection closed, not reused, "
             "and connections that carried a request body are no longer reused%s",
@@ -124,8 +121,6 @@ class UpstreamPool:
             when,
             more,
         )
-        self._surplus_logged_at = now
-        self._surplus_unlogged = 0
 
     async def aclose(self) -> None:
         """Close the idle connections; connections still leased close when released."""
