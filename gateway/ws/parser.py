@@ -4,8 +4,10 @@ Why not wsproto's parser: it streams payloads without bounding them, so a frame 
 declares 2^40 bytes raises nothing, it keeps no fragment count, counts nothing per second, and
 inflates permessage-deflate data without a bound (../LIMITS.md).  This parser checks the
 *declared* length against ``max_message_size`` before buffering a byte of payload, counts
-fragments, rate-limits frames, validates UTF-8 incrementally (so invalid text split across
-fragments fails at the first bad byte), and never inflates past the message limit.
+fragments, rate-limits frames, validates UTF-8 as it arrives (RFC 6455 §8.1: invalid text
+fails with 1007 at the feed that brings the first bad byte, even inside a frame whose end has
+not arrived, and compressed text is inflated and checked fragment by fragment), and never
+inflates past the message limit.
 
 Compression (RFC 7692) is bounded twice, since a few bytes on the wire can inflate to a
 megabyte: in CPU, by a per-connection budget of bytes inflated per second (:class:`Inflater`,
@@ -127,6 +129,12 @@ class Inflater:
     def inflate(self, data: bytes, limit: int, now: float = 0.0) -> bytes:
         """Inflate one whole compressed message: :class:`ProtocolError` 1009 past ``limit``,
         1008 past the inflate budget."""
+        return self.inflate_part(data, limit, now, final=True)
+
+    def inflate_part(self, data: bytes, limit: int, now: float = 0.0, *, final: bool) -> bytes:
+        """Inflate the next fragment of a compressed message (``final``: its last), as it
+        arrives, so the text inside can be checked fragment by fragment; ``limit`` is what is
+        left of the message limit.  Errors as :meth:`inflate`."""
         budget = limit
         if self._rate:
             if now > self._last:
@@ -134,7 +142,7 @@ class Inflater:
                 self._last = now
             budget = min(limit, max(int(self._tokens), 0))
         try:
-            out = self._z.decompress(data + _DEFLATE_TAIL, budget + 1)
+            out = self._z.decompress(data + _DEFLATE_TAIL if final else data, budget + 1)
         except zlib.error:
             raise ProtocolError(INVALID_DATA, "invalid compressed data") from None
         if len(out) > budget or self._z.unconsumed_tail:
@@ -143,7 +151,7 @@ class Inflater:
             raise ProtocolError(TOO_BIG, "message too big")
         if self._rate:
             self._tokens -= len(out)
-        if self._reset:
+        if final and self._reset:
             self._z = zlib.decompressobj(-self._window_bits)
         return out
 
@@ -161,9 +169,12 @@ class FrameParser:
         "_inflated",
         "_inflater",
         "_last",
+        "_message_inflated",
         "_now",
         "_opcode",
         "_parts",
+        "_probe",
+        "_probed",
         "_size",
         "_text",
         "_tokens",
@@ -189,6 +200,11 @@ class FrameParser:
         self._fragments = 0
         self._decoder: codecs.IncrementalDecoder | None = None
         self._text: list[str] = []
+        self._message_inflated = 0  # bytes the compressed message in progress inflated to
+        # A text frame that has only partly arrived: its payload so far is checked as UTF-8
+        # (RFC 6455 §8.1: fail as soon as the bytes are invalid, not when the frame ends).
+        self._probe: codecs.IncrementalDecoder | None = None
+        self._probed = 0  # payload bytes of that frame checked so far
         # Token bucket for the frame rate.
         self._tokens = limits.frame_burst
         self._last = 0.0
@@ -247,7 +263,19 @@ class FrameParser:
                 self._check_header(b0, b1, length)
                 total = head + 4 + length
                 if end - pos < total:
+                    if end - pos > head + 4 and (
+                        b0 & 0x4F == OP_TEXT  # an uncompressed text frame, or a fragment of one
+                        or (
+                            b0 & 0x0F == OP_CONT
+                            and self._decoder is not None
+                            and not self._compressed
+                        )
+                    ):
+                        self._check_partial(buf, pos + head, end, b0 & 0x0F == OP_CONT)
                     break
+                if self._probed:
+                    self._probe = None  # the frame is whole: checked with the rest below
+                    self._probed = 0
                 mask = bytes(buf[pos + head : pos + head + 4])
                 with memoryview(buf) as view:  # released before the buffer is resized
                     payload = unmask(view[pos + head + 4 : pos + total], mask)
@@ -258,6 +286,29 @@ class FrameParser:
                     break
         finally:
             del buf[:pos]
+
+    def _check_partial(self, buf: bytearray, start: int, end: int, continuation: bool) -> None:
+        """Check the UTF-8 of a text frame's payload received so far (``buf[start:start+4]``
+        is its mask, the payload follows, ``end`` is where the bytes stop).  Only the bytes
+        not checked by an earlier call are decoded, so a frame arriving in many pieces is
+        checked once over; when it is whole it is decoded as usual."""
+        begin = start + 4 + self._probed
+        if end <= begin:
+            return
+        probe = self._probe
+        if probe is None:
+            probe = self._probe = codecs.getincrementaldecoder("utf-8")()
+            if continuation and self._decoder is not None:
+                probe.setstate(self._decoder.getstate())  # a character may span fragments
+        shift = self._probed & 3
+        mask = bytes(buf[start + shift : start + 4]) + bytes(buf[start : start + shift])
+        with memoryview(buf) as view:
+            chunk = unmask(view[begin:end], mask)
+        self._probed += end - begin
+        try:
+            probe.decode(chunk, False)
+        except UnicodeDecodeError:
+            raise ProtocolError(INVALID_DATA, "invalid UTF-8") from None
 
     def _check_header(self, b0: int, b1: int, length: int) -> None:
         """Everything that can be refused before the payload is buffered."""
@@ -326,10 +377,18 @@ class FrameParser:
             self._compressed = rsv1
             self._fragments = 0
             self._size = 0
-            if opcode == OP_TEXT and not rsv1:
+            self._message_inflated = 0
+            if opcode == OP_TEXT:
                 self._decoder = codecs.getincrementaldecoder("utf-8")()
         self._fragments += 1
         self._size += len(payload)
+        if self._compressed:
+            # Inflated fragment by fragment, so compressed text is checked as it arrives too.
+            assert self._inflater is not None
+            payload = self._inflater.inflate_part(
+                payload, self.limits.max_message_size - self._message_inflated, self._now, final=fin
+            )
+            self._message_inflated += len(payload)
         if self._decoder is not None:
             try:
                 self._text.append(self._decoder.decode(payload, fin))
@@ -341,19 +400,12 @@ class FrameParser:
             self._events.append(self._finish())
 
     def _finish(self) -> str | bytes:
-        opcode = self._opcode
         message: str | bytes
-        if self._decoder is not None:
-            message = "".join(self._text)
-        else:
-            data = b"".join(self._parts)
-            if self._compressed:
-                assert self._inflater is not None
-                data = self._inflater.inflate(data, self.limits.max_message_size, self._now)
-                self._inflated += len(data)
-                if self._inflated >= self.room:
-                    self.paused = self._halt = True
-            message = _utf8(data) if opcode == OP_TEXT else data
+        message = "".join(self._text) if self._decoder is not None else b"".join(self._parts)
+        if self._compressed:
+            self._inflated += self._message_inflated
+            if self._inflated >= self.room:
+                self.paused = self._halt = True
         self._opcode = None
         self._compressed = False
         self._decoder = None

@@ -3,6 +3,7 @@ before buffering, fragment and rate limits, bounded inflate, and byte-at-a-time 
 
 from __future__ import annotations
 
+import codecs
 import os
 import struct
 import zlib
@@ -349,3 +350,134 @@ def test_uncompressed_messages_never_pause_the_parser() -> None:
     parser.feed(data)
     assert parser.events() == [b"x" * 100] * 5
     assert not parser.paused
+
+
+# -- invalid UTF-8 fails as soon as it arrives (RFC 6455 §8.1; issue 13) -------------------
+
+
+def first_invalid(payload: bytes) -> int | None:
+    """The index of the byte after which ``payload`` can no longer be a prefix of valid
+    UTF-8, or ``None`` if every prefix can be."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    for i in range(len(payload)):
+        try:
+            decoder.decode(payload[i : i + 1], False)
+        except UnicodeDecodeError:
+            return i
+    return None
+
+
+def feed_until_error(parser: FrameParser, pieces: list[bytes]) -> int | None:
+    """Feed ``pieces`` one by one: the index of the piece that raised, or ``None``."""
+    for index, piece in enumerate(pieces):
+        try:
+            parser.feed(piece)
+        except ProtocolError as exc:
+            return index if exc.code == 1007 else -exc.code
+    return None
+
+
+def test_invalid_text_in_a_frame_still_arriving_fails_at_once() -> None:
+    frame = masked_frame(TEXT, b"valid start \xff and a long rest " + b"x" * 1000)
+    invalid_at = len(frame) - 1000 - len(" and a long rest ") - 1  # the \xff
+    parser = FrameParser(NO_RATE)
+    parser.feed(frame[:invalid_at])  # all valid so far
+    with pytest.raises(ProtocolError) as info:
+        parser.feed(frame[invalid_at : invalid_at + 1])  # the frame is far from complete
+    assert info.value.code == 1007
+
+
+def test_a_character_split_across_pieces_and_fragments_is_valid() -> None:
+    text = "é€😀".encode()
+    frames = masked_frame(TEXT, text[:1], fin=False) + masked_frame(CONT, text[1:], fin=True)
+    parser = FrameParser(NO_RATE)
+    for i in range(len(frames)):
+        parser.feed(frames[i : i + 1])
+    assert parser.events() == ["é€😀"]
+
+
+def test_a_fragment_that_turns_the_text_invalid_fails_before_the_message_ends() -> None:
+    parser = FrameParser(NO_RATE)
+    parser.feed(masked_frame(TEXT, b"ok \xe2\x82", fin=False))  # "€" begun
+    with pytest.raises(ProtocolError) as info:
+        parser.feed(masked_frame(CONT, b"X", fin=False))  # not its last byte: invalid now
+    assert info.value.code == 1007
+
+
+def test_compressed_text_is_checked_fragment_by_fragment() -> None:
+    z = zlib.compressobj(wbits=-15)
+    first = z.compress(b"fine, then \xff") + z.flush(zlib.Z_SYNC_FLUSH)
+    parser = FrameParser(NO_RATE, Inflater())
+    with pytest.raises(ProtocolError) as info:
+        # The first fragment of a compressed text message; its end is never sent.
+        parser.feed(masked_frame(TEXT, first, fin=False, rsv=4))
+    assert info.value.code == 1007
+
+
+def test_compressed_fragments_with_a_character_across_them_are_valid() -> None:
+    z = zlib.compressobj(wbits=-15)
+    text = "naïve 😀 text".encode() * 20
+    body = z.compress(text) + z.flush(zlib.Z_SYNC_FLUSH)
+    body = body[:-4]
+    cut = len(body) // 3
+    frames = masked_frame(TEXT, body[:cut], fin=False, rsv=4) + masked_frame(
+        CONT, body[cut:], fin=True
+    )
+    assert parse(frames, inflater=Inflater()) == [text.decode()]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    text=st.text(max_size=60),
+    garbage=st.binary(min_size=1, max_size=4),
+    at=st.integers(min_value=0),
+    fragment_sizes=st.lists(st.integers(min_value=0, max_value=40), max_size=4),
+    cuts=st.lists(st.integers(min_value=1, max_value=12), min_size=1, max_size=30),
+)
+def test_text_fails_at_the_piece_carrying_the_first_invalid_byte(
+    text: str, garbage: bytes, at: int, fragment_sizes: list[int], cuts: list[int]
+) -> None:
+    """Whatever the fragmenting and however the bytes are split, a text message fails with
+    1007 at the very feed that brings its first invalid byte, and valid text never fails."""
+    valid = text.encode()
+    at %= len(valid) + 1
+    payload = valid[:at] + garbage + valid[at:]
+    bad = first_invalid(payload)
+    # Fragment the payload, then the wire bytes, remembering where each payload byte lands.
+    wire = b""
+    where: list[int] = []  # wire offset of each payload byte
+    rest, opcode = payload, TEXT
+    for size in [*fragment_sizes, len(payload)]:
+        part, rest = rest[:size], rest[size:]
+        final = not rest
+        head = len(masked_frame(opcode, part, fin=final)) - len(part)
+        where.extend(len(wire) + head + i for i in range(len(part)))
+        wire += masked_frame(opcode, part, fin=final)
+        opcode = CONT
+        if final:
+            break
+    pieces, offsets, pos = [], [], 0
+    for cut in [*cuts, len(wire)]:
+        if pos >= len(wire):
+            break
+        pieces.append(wire[pos : pos + cut])
+        offsets.append(pos)
+        pos += cut
+    if pos < len(wire):
+        pieces.append(wire[pos:])
+        offsets.append(pos)
+    parser = FrameParser(NO_RATE)
+    failed = feed_until_error(parser, pieces)
+    if bad is None:
+        try:
+            expected_text = payload.decode()
+        except UnicodeDecodeError:
+            # Cut short at the very end: invalid only once the message ends.
+            assert failed == len(pieces) - 1
+        else:
+            assert failed is None
+            assert parser.events() == [expected_text]
+    else:
+        byte_at = where[bad]
+        expected = max(i for i, offset in enumerate(offsets) if offset <= byte_at)
+        assert failed == expected

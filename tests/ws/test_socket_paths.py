@@ -4,6 +4,7 @@ kernel buffers so that writes are partial and reads come in pieces."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -253,3 +254,36 @@ async def test_the_writer_task_ends_once_there_is_nothing_to_write() -> None:
 
 def writer_tasks() -> list[str]:
     return [name for name in helper_tasks() if name.endswith(WRITER)]
+
+
+async def echo_until_closed(ws: WebSocketConnection) -> None:
+    with contextlib.suppress(ConnectionClosed):
+        await echo(ws)
+
+
+async def test_invalid_utf8_fails_1007_before_the_message_ends() -> None:
+    """RFC 6455 §8.1: a fragmented text message whose UTF-8 turns invalid fails as soon as
+    the invalid bytes arrive, over a real socket, with the rest of the message never sent."""
+    async with over_a_socket(echo_until_closed) as (_, peer):
+        await peer.raw(masked_frame(0x1, "first fragment, valid: é".encode(), fin=False))
+        with trio.move_on_after(0.1):
+            event = await peer.next_event(timeout=1)
+            raise AssertionError(f"nothing is wrong yet, got {event}")
+        # The second fragment: its first bytes are invalid, and only they are sent.
+        second = masked_frame(0x0, b"\xc3\x28 and much more" + b"x" * 10_000, fin=False)
+        await peer.raw(second[:20])
+        event = await peer.close_event()
+        assert event.code == 1007
+        assert await peer.read_to_eof() == b""
+
+
+async def test_invalid_utf8_in_one_frame_arriving_in_pieces_fails_at_the_bad_piece() -> None:
+    async with over_a_socket(echo_until_closed) as (_, peer):
+        frame = masked_frame(0x1, b"abc" * 1000 + b"\xed\xa0\x80" + b"d" * 5000)  # a surrogate
+        await peer.raw(frame[:2000])  # valid so far
+        with trio.move_on_after(0.1):
+            event = await peer.next_event(timeout=1)
+            raise AssertionError(f"nothing is wrong yet, got {event}")
+        await peer.raw(frame[2000:3020])  # now carries the surrogate, the frame is unfinished
+        event = await peer.close_event()
+        assert event.code == 1007
