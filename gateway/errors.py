@@ -57,7 +57,33 @@ def is_sendable_close_code(code: int) -> bool:
     return 3000 <= code <= 4999
 
 
-class MessageTypeError(GatewayError, TypeError, ValueError):
+class WebSocketError(GatewayError):
+    """Base of the WebSocket engine's own errors (:mod:`gateway.ws`).  What a handler sees
+    when its connection closes is :class:`trio_websocket.ConnectionClosed`, as trio-websocket
+    raises it (the engine keeps that interface); these are what the engine raises inside."""
+
+
+class WebSocketProtocolError(WebSocketError):
+    """The peer broke RFC 6455 or a limit: the connection fails with ``code`` (§7.1.7), a
+    :class:`gateway.ws.frames.CloseCode`, and ``reason`` (fixed text, never the peer's bytes)."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        self.code = code
+        self.reason = reason
+        super().__init__(code, reason)
+
+
+class InvalidState(WebSocketError):
+    """A frame was asked of the sans-I/O protocol in a state that forbids it (a message
+    after our Close): a bug in the caller, which checks the state first."""
+
+
+class StreamLost(WebSocketError):
+    """The stream failed (or was closed) under a write, or the frames waited for were dropped
+    (a slow consumer's queue)."""
+
+
+class MessageTypeError(WebSocketError, TypeError, ValueError):
     """A WebSocket message that is neither ``str`` nor bytes-like.  A :class:`ValueError` as
     trio-websocket raises for it, and a :class:`TypeError` as it really is."""
 

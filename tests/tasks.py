@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import trio
 
-READER, WRITER = "ReadingRole._reader", "Outbound._writer"  # the engine's helper tasks
+READER, WRITER = "Reader._reader", "Outbound._writer"  # the engine's helper tasks
 
 
 def tasks_under(nursery: trio.Nursery) -> Iterator[trio.lowlevel.Task]:

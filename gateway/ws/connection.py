@@ -36,16 +36,16 @@ import trio
 from trio_websocket import CloseReason, ConnectionClosed, Endpoint
 
 from gateway.core import headers as hdr
-from gateway.errors import is_sendable_close_code
+from gateway.errors import StreamLost, is_sendable_close_code
 from gateway.ws import frames
 from gateway.ws.attendant import call_at
-from gateway.ws.deflate import DeflateParams, Deflater
+from gateway.ws.deflate import DeflateParams
+from gateway.ws.frames import CloseCode
 from gateway.ws.inbox import Inbox
 from gateway.ws.limits import Limits
-from gateway.ws.outbound import Outbound, OutboundClosed
-from gateway.ws.parser import Close, FrameParser, Inflater
-from gateway.ws.pings import Pings
-from gateway.ws.reading import ATTEND_AFTER, ReadingRole
+from gateway.ws.outbound import Outbound
+from gateway.ws.protocol import Protocol
+from gateway.ws.reading import ATTEND_AFTER, Reader
 
 __all__ = ["ATTEND_AFTER", "DEFAULT_LIMITS", "Limits", "WebSocketConnection"]
 
@@ -54,15 +54,14 @@ log = logging.getLogger("gateway.ws")
 SLOW_CONSUMER_GRACE = 1.0  # seconds to write the 1013 close before aborting (LIMITS.md)
 CORK_BYTES = 64 * 1024  # at most this much of a handler's replies waits for one write
 
-# RFC 6455 §7.4.1 codes the engine itself sends.
-NORMAL, GOING_AWAY, ABNORMAL, INTERNAL_ERROR, TRY_AGAIN_LATER = 1000, 1001, 1006, 1011, 1013
+NORMAL = CloseCode.NORMAL_CLOSURE
 
 
 DEFAULT_LIMITS = Limits()
 _FROM_STREAM = Endpoint("0.0.0.0", 0, False)  # marker: compute local/remote from the socket
 
 
-class WebSocketConnection(ReadingRole, trio.abc.AsyncResource):
+class WebSocketConnection(trio.abc.AsyncResource):
     """One accepted WebSocket; see the module docstring.
 
     A :class:`trio.abc.AsyncResource`, as trio-websocket's connection is: ``async with ws:``
@@ -74,21 +73,16 @@ class WebSocketConnection(ReadingRole, trio.abc.AsyncResource):
     # Slots: a few hundred bytes less per connection than an instance dict.
     __slots__ = (
         "__weakref__",
-        "_close_sent",
-        "_deflater",
+        "_closed",
         "_handshake_headers",
         "_inbox",
-        "_limits",
         "_local",
-        "_nursery",
         "_out",
-        "_parser",
         "_path",
-        "_pings",
+        "_proto",
+        "_reader",
         "_remote",
-        "_sock",
         "_stream",
-        "_stream_closed",
         "_subprotocol",
         "_trailing_data",
     )
@@ -109,8 +103,6 @@ class WebSocketConnection(ReadingRole, trio.abc.AsyncResource):
         """``handshake_headers`` may be a block packed by :func:`gateway.core.headers.pack`
         (unpacked on use); ``local``/``remote`` default to the stream's socket addresses."""
         self._stream = stream
-        # The trio socket, for direct reads: plain TCP only (TLS must go through SSLStream).
-        self._sock = stream.socket if isinstance(stream, trio.SocketStream) else None
         self._path = path
         self._subprotocol = subprotocol
         self._handshake_headers = (
@@ -118,27 +110,12 @@ class WebSocketConnection(ReadingRole, trio.abc.AsyncResource):
         )
         self._local = local
         self._remote = remote
-        self._limits = limits
         self._trailing_data = trailing_data
-        inflater = None
-        self._deflater: Deflater | None = None
-        if compression is not None:
-            inflater = Inflater(
-                compression.client_window_bits,
-                compression.client_no_context_takeover,
-                rate=limits.max_inflate_rate,
-                burst=limits.inflate_burst,
-            )
-            self._deflater = Deflater(compression)
-        self._parser = FrameParser(limits.parser, inflater)
-        self._close_reason: CloseReason | None = None
-        self._close_sent = False
-        self._stream_closed = False
+        self._proto = Protocol(limits, compression)  # the rules; this object does the I/O
+        self._closed: CloseReason | None = None  # `closed`, built once from the protocol's
         self._inbox = Inbox()
         self._out = Outbound(stream, owner=self)
-        self._pings = Pings(limits.ping_interval, limits.ping_timeout)
-        self._nursery: trio.Nursery | None = None  # serve()'s: reader and writer tasks
-        self._init_reading()
+        self._reader = Reader(stream, self._proto, self._inbox, owner=self)
 
     # -- trio-websocket's interface -------------------------------------------------------
 
@@ -147,7 +124,13 @@ class WebSocketConnection(ReadingRole, trio.abc.AsyncResource):
         """Why the connection is closed or closing, or ``None`` while it is open: the code
         and reason of whichever Close came first (ours, or the peer's), 1006 if the stream
         was lost without one."""
-        return self._close_reason
+        reason = self._closed
+        if reason is None:
+            close = self._proto.close
+            if close is None:
+                return None
+            reason = self._closed = CloseReason(close.code, close.reason or None)
+        return reason
 
     @property
     def is_client(self) -> bool:
@@ -210,7 +193,7 @@ class WebSocketConnection(ReadingRole, trio.abc.AsyncResource):
         while True:
             if inbox.discarding:
                 await trio.lowlevel.checkpoint()
-                raise ConnectionClosed(self._close_reason)
+                raise ConnectionClosed(self.closed)
             if messages:
                 # A cancel point without a trip through the scheduler: the next send or
                 # receive of any real handler is a schedule point anyway.
@@ -219,14 +202,15 @@ class WebSocketConnection(ReadingRole, trio.abc.AsyncResource):
                 if inbox.waiters:
                     inbox.waiters.wake()  # the reader waiting for room, or the next handler
                 return message
-            if self._finished:
+            reader = self._reader
+            if not self._proto.receiving:
                 await self._conclude()
-                raise ConnectionClosed(self._close_reason)
-            if self._reading or self._reader_running:
-                self._maybe_hand_back(getting=True)
+                raise ConnectionClosed(self.closed)
+            if reader.reading or reader.running:
+                reader.maybe_hand_back(getting=True)
                 await inbox.waiters.wait()
             else:
-                await self._read_more(inline=True)
+                await reader.read_more(inline=True)
 
     async def send_message(self, message: str | bytes) -> None:
         """Send one message (``str`` as text, bytes as binary).
@@ -245,9 +229,10 @@ class WebSocketConnection(ReadingRole, trio.abc.AsyncResource):
         :raises gateway.errors.MessageTypeError: ``message`` is neither ``str`` nor bytes-like
             (a :class:`ValueError`, as trio-websocket raises, and a :class:`TypeError`).
         """
-        if self._close_reason is not None:
-            raise ConnectionClosed(self._close_reason)
-        frame = self._encode(message)
+        proto = self._proto
+        if proto.close is not None:
+            raise ConnectionClosed(self.closed)
+        frame = proto.send_message(message)
         out = self._out
         if self._inbox.messages and out.buffered + len(frame) < CORK_BYTES:
             # More messages are already waiting for this handler, so more sends are likely:
@@ -276,30 +261,31 @@ class WebSocketConnection(ReadingRole, trio.abc.AsyncResource):
         :raises ValueError: a ping with this payload is already in flight, or the payload
             is longer than 125 bytes.
         """
-        if self._close_reason is not None or self._finished:
-            raise ConnectionClosed(self._close_reason)
+        proto = self._proto
+        if proto.close is not None or not proto.receiving:
+            raise ConnectionClosed(self.closed)
         if payload is None:
             payload = os.urandom(4)
-        elif len(payload) > 125:
-            raise ValueError("a ping payload is at most 125 bytes (RFC 6455 §5.5)")
-        event = self._pings.register(payload)
+        event = trio.Event()
+        frame = proto.send_ping(payload, event)
         unanswered = True
+        reader = self._reader
         try:
-            self._out.queue(frames.frame(frames.OP_PING, payload))
+            self._out.queue(frame)
             await self._flush()
-            self._reads_wanted += 1
+            reader.wanted += 1
             try:
-                self._ensure_reader()
+                reader.ensure_reader()
                 await event.wait()
             finally:
-                self._reads_wanted -= 1
-                self._maybe_hand_back()
+                reader.wanted -= 1
+                reader.maybe_hand_back()
         finally:
             # Answered, released by the close, or cancelled: either way it is no longer
             # in flight (a cancelled ping must not keep its payload taken).
-            unanswered = self._pings.unanswered(payload, event)
+            unanswered = proto.unanswered(payload, event)
         if unanswered:
-            raise ConnectionClosed(self._close_reason)
+            raise ConnectionClosed(self.closed)
 
     async def pong(self, payload: bytes | None = None) -> None:
         """Send an unsolicited pong (a heartbeat, RFC 6455 §5.5.3) carrying ``payload`` (at
@@ -310,11 +296,10 @@ class WebSocketConnection(ReadingRole, trio.abc.AsyncResource):
         :raises ConnectionClosed: the connection is closed or closing.
         :raises ValueError: the payload is longer than 125 bytes.
         """
-        if self._close_reason is not None:
-            raise ConnectionClosed(self._close_reason)
-        if payload is not None and len(payload) > 125:
-            raise ValueError("a pong payload is at most 125 bytes (RFC 6455 §5.5)")
-        self._out.queue(frames.frame(frames.OP_PONG, payload or b""))
+        proto = self._proto
+        if proto.close is not None:
+            raise ConnectionClosed(self.closed)
+        self._out.queue(proto.send_pong(payload or b""))
         await self._flush()
 
     async def aclose(self, code: int = NORMAL, reason: str | None = None) -> None:
@@ -334,12 +319,12 @@ class WebSocketConnection(ReadingRole, trio.abc.AsyncResource):
         self._start_close(code, reason or "")
         self._inbox.discard()
         try:
-            with trio.move_on_after(self._limits.close_timeout):
+            with trio.move_on_after(self._proto.limits.close_timeout):
                 try:
                     await self._flush()
                 except ConnectionClosed:
                     pass  # the peer is gone already: nothing left to wait for
-                await self._read_until_finished()
+                await self._reader.read_until_finished()
         finally:
             await self._close_stream()
 
@@ -355,14 +340,13 @@ class WebSocketConnection(ReadingRole, trio.abc.AsyncResource):
 
         :raises gateway.errors.MessageTypeError: as :meth:`send_message`.
         """
-        if self._close_reason is not None:
+        proto = self._proto
+        if proto.close is not None:
             return False
         if isinstance(message, frames.Prepared):
-            frame = (
-                message.frame if self._deflater is None else self._deflater.frame(message.message)
-            )
+            frame = proto.send_prepared(message)
         else:
-            frame = self._encode(message)
+            frame = proto.send_message(message)
         return self._push(frame)
 
     def close_nowait(self, code: int = NORMAL, reason: str = "") -> None:
@@ -376,11 +360,9 @@ class WebSocketConnection(ReadingRole, trio.abc.AsyncResource):
         """
         if not is_sendable_close_code(code):
             raise ValueError(f"close code {code} may not be sent (RFC 6455 §7.4)")
-        already = self._close_sent
-        self._start_close(code, reason)
+        if self._start_close(code, reason):
+            self._out.abort_after(self._proto.limits.close_timeout)
         self._inbox.discard()
-        if not already:
-            self._out.abort_after(self._limits.close_timeout)
 
     @property
     def outbound_bytes(self) -> int:
@@ -401,47 +383,67 @@ class WebSocketConnection(ReadingRole, trio.abc.AsyncResource):
         its handler waits in ``get_message``, reading the socket itself)."""
         try:
             async with trio.open_nursery() as nursery:
-                self._nursery = self._out.nursery = nursery
-                self._pings.start(trio.current_time())
+                reader = self._reader
+                reader.nursery = self._out.nursery = nursery
+                self._proto.start_keepalive(trio.current_time())
                 self._arm_keepalive()
                 if self._trailing_data:
                     # Frames the client sent right behind its handshake.
                     data, self._trailing_data = self._trailing_data, b""
-                    self._consume(data)
+                    reader.consume(data)
                 task_status.started()
                 self._out.start_if_wanted()
-                if self._finished:
-                    self._start_reader()  # a Close (or a bad frame) came with the handshake
+                if not self._proto.receiving:
+                    reader.start_reader()  # a Close (or a bad frame) came with the handshake
                 else:
-                    self._left_reading()  # nobody reads yet: the handler should, soon
+                    reader.left_reading()  # nobody reads yet: the handler should, soon
                 if handler is not None:
                     await handler()
                     # Nobody takes messages any more: reading goes on only for the Close.
                     self._inbox.discard()
-                await self._read_until_finished()  # no handler: this task is the reader
+                await reader.read_until_finished()  # no handler: this task is the reader
                 # Reading is over (the closing handshake is decided): our last frames (the
                 # Close reply) go out, then §7.1.1: the server closes TCP first.
                 await self._conclude()
                 self._out.stop()
         finally:
-            self._nursery = self._out.nursery = None
+            self._reader.nursery = self._out.nursery = None
             await self._close_stream()
+
+    # -- the shell: what the protocol decided, done -------------------------------------------
 
     def _on_timer(self, when: float) -> None:
         """The attendant's call (:mod:`gateway.ws.attendant`): the keepalive clock ran out,
         or it is time to check whether the handler came back to reading.  Either way, a
         writer task idle since the last call ends."""
         self._out.retire_if_idle()
-        self._attend(when)
-        if when == self._pings.due and not self._close_sent and not self._finished:
-            self._keepalive()  # (once closing, the close has its own deadline)
+        self._reader.attend(when)
+        proto = self._proto
+        if when == proto.keepalive_due and proto.receiving:
+            if proto.keepalive(trio.current_time()):
+                self._send_queued()
+                self._arm_keepalive()
+            else:
+                limits = proto.limits
+                log.info("no pong within %.1fs: closing", limits.ping_timeout)
+                self._send_queued()
+                self._inbox.discard()
+                self._out.abort_after(min(limits.close_timeout, SLOW_CONSUMER_GRACE))
 
-    # -- internals ----------------------------------------------------------------------------
+    def _received(self, keepalive_due: float) -> None:
+        """The reader fed bytes to the protocol: send the frames it decided on (pongs, the
+        Close echo), and re-arm the keepalive if a pong moved it."""
+        proto = self._proto
+        if proto._outgoing:
+            self._send_queued()
+        if proto.keepalive_due != keepalive_due:
+            self._arm_keepalive()
 
-    def _encode(self, message: str | bytes) -> bytes:
-        if self._deflater is not None:
-            return self._deflater.frame(message)
-        return frames.message_frame(message)
+    def _send_queued(self) -> None:
+        """The protocol's own frames, without waiting; a Close is not counted towards the
+        slow-consumer limit (it must go out even past it)."""
+        for frame in self._proto.data_to_send():
+            self._push(frame, counted=frame[0] & 0x0F != frames.OP_CLOSE)
 
     def _push(self, frame: bytes, *, counted: bool = True) -> bool:
         """Send ``frame`` without waiting: written now if the socket takes it, otherwise
@@ -449,30 +451,23 @@ class WebSocketConnection(ReadingRole, trio.abc.AsyncResource):
         out = self._out
         if out.send(frame, buffered=counted):
             return True
-        if counted and out.buffered > self._limits.outbound_queue_bytes:
+        if counted and out.buffered > self._proto.limits.outbound_queue_bytes:
             self._slow_consumer()
             return False
         out.wake()
         return True
 
-    def _start_close(self, code: int, reason: str) -> None:
-        """Send our Close frame once (§5.5.1) and record why we are closing; a protocol
-        failure of the peer's takes precedence over the code asked for."""
-        failure, self._failure = self._failure, None
-        if failure is not None:
-            code, reason = failure.code, failure.reason
-        if self._close_reason is None:
-            self._close_reason = CloseReason(code, reason or None)
-        if not self._close_sent:
-            self._close_sent = True
-            self._push(
-                frames.frame(frames.OP_CLOSE, frames.close_payload(code, reason)), counted=False
-            )
+    def _start_close(self, code: int, reason: str) -> bool:
+        """Send our Close once (§5.5.1); a protocol failure of the peer's takes precedence
+        over the code asked for.  ``True`` if this call sent it."""
+        sent = self._proto.send_close(code, reason)
+        self._send_queued()
+        return sent
 
     def _slow_consumer(self) -> None:
         log.info("closing slow consumer (%d bytes queued)", self._out.buffered)
         self._out.drop()
-        self._start_close(TRY_AGAIN_LATER, "slow consumer")
+        self._start_close(CloseCode.TRY_AGAIN_LATER, "slow consumer")
         self._inbox.discard()
         self._out.abort_after(SLOW_CONSUMER_GRACE)
 
@@ -480,16 +475,17 @@ class WebSocketConnection(ReadingRole, trio.abc.AsyncResource):
         """Return once everything queued so far is written (see :mod:`gateway.ws.outbound`)."""
         try:
             await self._out.flush()
-        except OutboundClosed:
-            raise ConnectionClosed(self._close_reason) from None
+        except StreamLost:
+            raise ConnectionClosed(self.closed) from None
 
     async def _conclude(self) -> None:
         """Reading is over: write what is queued (the Close reply), bounded, then close TCP."""
-        if self._stream_closed:
+        if self._reader.stream_closed:
             return
-        if self._failure is not None:
-            self._start_close(self._failure.code, self._failure.reason)
-        grace = SLOW_CONSUMER_GRACE if self._pings.failed else self._limits.close_timeout
+        proto = self._proto
+        if proto.failure is not None:
+            self._start_close(proto.failure.code, proto.failure.reason)
+        grace = SLOW_CONSUMER_GRACE if proto.keepalive_failed else proto.limits.close_timeout
         with trio.move_on_after(grace):
             try:
                 await self._flush()
@@ -498,54 +494,26 @@ class WebSocketConnection(ReadingRole, trio.abc.AsyncResource):
         await self._close_stream()
 
     def _arm_keepalive(self) -> None:
-        due = self._pings.due
+        due = self._proto.keepalive_due
         if due != math.inf:
             call_at(due, self)
 
-    def _keepalive(self) -> None:
-        """The keepalive clock ran out: ping, or, if the last ping was never answered, close
-        with 1011 and drop the stream if even that cannot be written."""
-        payload = self._pings.tick(trio.current_time())
-        if payload is not None:
-            self._push(frames.frame(frames.OP_PING, payload))
-            self._arm_keepalive()
-            return
-        limits = self._limits
-        log.info("no pong within %.1fs: closing", limits.ping_timeout)
-        self._start_close(INTERNAL_ERROR, "keepalive ping timeout")
-        self._inbox.discard()
-        self._out.abort_after(min(limits.close_timeout, SLOW_CONSUMER_GRACE))
-
-    def _on_close(self, event: Close) -> None:
-        self._stop_reading()
-        if self._close_sent:
-            return  # the reply to our Close: the closing handshake is complete
-        # The peer started the closing handshake: echo its code and reason (§5.5.1; browsers
-        # report the *received* frame to the page) and finish.
-        if self._close_reason is None:
-            self._close_reason = CloseReason(event.code, event.reason or None)
-        self._close_sent = True
-        code = None if event.code == 1005 else event.code
-        payload = frames.close_payload(code, event.reason)
-        self._push(frames.frame(frames.OP_CLOSE, payload), counted=False)
-
     def _write_lost(self) -> None:
         """:class:`Outbound`'s report: the stream failed under a write."""
-        self._lost()
+        self._reader.lost()
 
     async def _abort(self) -> None:
         """:class:`Outbound`'s grace period ran out: drop the stream."""
         await self._close_stream()
 
     async def _close_stream(self) -> None:
-        self._pings.release()  # (a ping registered after reading stopped must not hang)
-        if self._stream_closed:
+        reader = self._reader
+        if reader.stream_closed:
+            self._proto.release_pings()  # (a ping registered after reading stopped)
             return
-        if self._close_reason is None:
-            self._close_reason = CloseReason(ABNORMAL, None)  # e.g. serve() was cancelled
-        self._stream_closed = True
+        reader.stream_closed = True
         self._out.closed = True
-        self._stop_reading()
+        reader.lost()  # 1006 if no Close was exchanged (e.g. serve() was cancelled)
         with trio.CancelScope(shield=True):
             await self._stream.aclose()
 

@@ -2,21 +2,52 @@
 
 Frames a server sends are never masked (§5.1), so the bytes of a message frame do not depend
 on the connection: :func:`message_frame` is built once per broadcast and the same ``bytes``
-object is queued for every client.  Parsing client frames stays with wsproto.
+object is queued for every client.  Client frames are parsed by :mod:`gateway.ws.parser`.
+:class:`Opcode` and :class:`CloseCode` are the engine's one definition of both.
 """
 
 from __future__ import annotations
 
 import struct
+from enum import IntEnum
 
 from gateway.errors import MessageTypeError
 
-OP_CONT = 0x0
-OP_TEXT = 0x1
-OP_BINARY = 0x2
-OP_CLOSE = 0x8
-OP_PING = 0x9
-OP_PONG = 0xA
+
+class Opcode(IntEnum):
+    """Frame opcodes (RFC 6455 §5.2, §11.8)."""
+
+    CONT = 0x0
+    TEXT = 0x1
+    BINARY = 0x2
+    CLOSE = 0x8
+    PING = 0x9
+    PONG = 0xA
+
+
+class CloseCode(IntEnum):
+    """Close codes (RFC 6455 §7.4.1, §11.7) the engine sends or reports.  Names as
+    trio-websocket's (wsproto's) ``CloseReason.name``."""
+
+    NORMAL_CLOSURE = 1000
+    GOING_AWAY = 1001
+    PROTOCOL_ERROR = 1002
+    UNSUPPORTED_DATA = 1003
+    NO_STATUS_RCVD = 1005  # reported only: the peer's Close had no code
+    ABNORMAL_CLOSURE = 1006  # reported only: the stream ended without a Close
+    INVALID_FRAME_PAYLOAD_DATA = 1007
+    POLICY_VIOLATION = 1008
+    MESSAGE_TOO_BIG = 1009
+    MANDATORY_EXT = 1010
+    INTERNAL_ERROR = 1011
+    SERVICE_RESTART = 1012
+    TRY_AGAIN_LATER = 1013
+    BAD_GATEWAY = 1014
+
+
+# Plain-name aliases for the hot paths (a module global is one dict lookup).
+OP_CONT, OP_TEXT, OP_BINARY = Opcode.CONT, Opcode.TEXT, Opcode.BINARY
+OP_CLOSE, OP_PING, OP_PONG = Opcode.CLOSE, Opcode.PING, Opcode.PONG
 
 _FIN = 0x80
 _SHORT = struct.Struct("!BB")
@@ -51,7 +82,7 @@ def message_frame(message: str | bytes | bytearray | memoryview) -> bytes:
 def close_payload(code: int | None, reason: str = "") -> bytes:
     """§5.5.1: two-byte code then UTF-8 reason, at most 125 bytes in all.  ``None`` (or 1005,
     "no status") sends an empty body.  The reason is cut on a character boundary."""
-    if code is None or code == 1005:
+    if code is None or code == CloseCode.NO_STATUS_RCVD:
         return b""
     data = reason.encode("utf-8")
     if len(data) > 123:

@@ -34,6 +34,10 @@ class Inbox:
         if not self.discarding and not self.ended:
             self.messages.append(message)
 
+    def add_all(self, messages: list[str | bytes]) -> None:
+        if not self.discarding and not self.ended:
+            self.messages += messages
+
     def weight(self) -> int:
         """Bytes the queued messages hold (the objects' sizes: a ``str`` of astral characters
         takes four bytes per character).  Summed on demand by the reader task, never per

@@ -30,6 +30,7 @@ from typing import Protocol
 
 import trio
 
+from gateway.errors import StreamLost
 from gateway.ws.waiting import Waiters
 
 
@@ -43,8 +44,8 @@ class Owner(Protocol):
         """A grace period ran out (:meth:`Outbound.abort_after`): drop the stream."""
 
 
-class OutboundClosed(Exception):
-    """The stream failed (or was closed) while writing."""
+# The stream failed (or was closed) while writing: the one tree's (gateway.errors).
+OutboundClosed = StreamLost
 
 
 class Outbound:

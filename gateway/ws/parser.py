@@ -28,25 +28,22 @@ import sys
 import zlib
 from dataclasses import dataclass
 
-from gateway.errors import is_sendable_close_code
+from gateway.errors import WebSocketProtocolError, is_sendable_close_code
+from gateway.ws.frames import OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, CloseCode, Opcode
 
-OP_CONT, OP_TEXT, OP_BINARY = 0x0, 0x1, 0x2
-OP_CLOSE, OP_PING, OP_PONG = 0x8, 0x9, 0xA
-_DATA_OPS = frozenset({OP_CONT, OP_TEXT, OP_BINARY})
-_CONTROL_OPS = frozenset({OP_CLOSE, OP_PING, OP_PONG})
+_DATA_OPS = frozenset({Opcode.CONT, Opcode.TEXT, Opcode.BINARY})
+_CONTROL_OPS = frozenset({Opcode.CLOSE, Opcode.PING, Opcode.PONG})
 
-PROTOCOL_ERROR, UNSUPPORTED, INVALID_DATA, POLICY, TOO_BIG = 1002, 1003, 1007, 1008, 1009
+PROTOCOL_ERROR = CloseCode.PROTOCOL_ERROR
+INVALID_DATA = CloseCode.INVALID_FRAME_PAYLOAD_DATA
+POLICY = CloseCode.POLICY_VIOLATION
+TOO_BIG = CloseCode.MESSAGE_TOO_BIG
 
 _DEFLATE_TAIL = b"\x00\x00\xff\xff"  # RFC 7692 §7.2.2: removed by the sender, re-added here
 
 
-class ProtocolError(Exception):
-    """The peer broke the protocol or a limit: fail the connection with ``code``."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        self.code = code
-        self.reason = reason
-        super().__init__(code, reason)
+# The peer broke the protocol or a limit (the one tree: gateway.errors).
+ProtocolError = WebSocketProtocolError
 
 
 @dataclass(frozen=True, slots=True)
@@ -426,7 +423,7 @@ def _close(payload: bytes) -> Close:
     """§5.5.1: empty, or a 2-byte code plus a UTF-8 reason; the code must be one a peer may
     send (§7.4)."""
     if not payload:
-        return Close(1005, "")
+        return Close(CloseCode.NO_STATUS_RCVD, "")
     if len(payload) == 1:
         raise ProtocolError(PROTOCOL_ERROR, "invalid close frame")
     code = int.from_bytes(payload[:2], "big")

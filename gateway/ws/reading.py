@@ -9,102 +9,90 @@
   soon as a handler waits in ``get_message`` with nothing to read: that handler cancels the
   reader's wait for bytes (which loses none).
 
-:class:`ReadingRole` is the part of :class:`gateway.ws.connection.WebSocketConnection` that
-does this; the connection supplies the stream, the inbox and the hooks it calls
-(:meth:`ReadingRole._push`, ``_on_close``, ``_arm_keepalive``, ``_conclude``).
+:class:`Reader` does this for one :class:`gateway.ws.connection.WebSocketConnection`, which
+owns it.  It reads bytes and feeds them to the connection's sans-I/O
+:class:`~gateway.ws.protocol.Protocol`, moves the messages to the :class:`Inbox`, and tells
+the connection through a narrow interface (:class:`Owner`): something was received (replies
+to send, a keepalive to re-arm), or reading is over and the connection must conclude.
 """
 
 from __future__ import annotations
 
-import abc
 import os
+from typing import Protocol as Interface
 
 import trio
-from trio_websocket import CloseReason
 
-from gateway.ws import frames
-from gateway.ws.attendant import call_at
+from gateway.ws.attendant import Timed, call_at
 from gateway.ws.inbox import Inbox
-from gateway.ws.limits import Limits
-from gateway.ws.outbound import Outbound
-from gateway.ws.parser import Close, FrameParser, Ping, Pong, ProtocolError
-from gateway.ws.pings import Pings
+from gateway.ws.protocol import Protocol
 from gateway.ws.waiting import Waiters
 
 RECEIVE_SIZE = 65536
 # A handler away from get_message this long gets a reader task (pings, Close, inbox filling).
 ATTEND_AFTER = 0.05
-ABNORMAL = 1006  # RFC 6455 §7.4.1: no Close frame
 
 
-class ReadingRole(abc.ABC):
-    """The reading half of a connection; see the module docstring."""
+class Owner(Timed, Interface):
+    """What the :class:`Reader` needs of its connection."""
+
+    def _received(self, keepalive_due: float) -> None:
+        """Bytes were fed to the protocol (its keepalive was due at ``keepalive_due`` before):
+        send what it queued, re-arm the keepalive if a pong moved it."""
+
+    async def _conclude(self) -> None:
+        """Reading is over: write what is queued, bounded, then close TCP."""
+
+
+class Reader:
+    """The reading role of one connection; see the module docstring."""
 
     __slots__ = (
         "_attend_at",
         "_attend_episode",
-        "_close_reason",
         "_episode",
-        "_failure",
-        "_finished",
         "_finished_waiters",
-        "_reader_running",
-        "_reader_scope",
-        "_reading",
-        "_reads_wanted",
+        "_inbox",
+        "_owner",
+        "_proto",
+        "_scope",
+        "_sock",
+        "_stream",
+        "nursery",
+        "reading",
+        "running",
+        "stream_closed",
+        "wanted",
     )
 
-    # The connection's, used here.
-    _stream: trio.abc.Stream
-    _sock: trio.socket.SocketType | None  # plain TCP: read straight from it
-    _inbox: Inbox
-    _parser: FrameParser
-    _pings: Pings
-    _limits: Limits
-    _out: Outbound
-    _nursery: trio.Nursery | None  # serve()'s: where the reader task starts
-    _close_reason: CloseReason | None
-    _stream_closed: bool
-
-    def _init_reading(self) -> None:
-        self._finished = False  # reading is over: no more frames will be read
-        # The peer broke the protocol: the Close waits until the messages before the bad
-        # frame are handled (or the connection is closed for another reason first).
-        self._failure: ProtocolError | None = None
+    def __init__(
+        self, stream: trio.abc.Stream, proto: Protocol, inbox: Inbox, owner: Owner
+    ) -> None:
+        self._stream = stream
+        # The trio socket, for direct reads: plain TCP only (TLS must go through SSLStream).
+        self._sock = stream.socket if isinstance(stream, trio.SocketStream) else None
+        self._proto = proto
+        self._inbox = inbox
+        self._owner = owner
+        self.nursery: trio.Nursery | None = None  # serve()'s: where the reader task starts
+        self.stream_closed = False  # the connection closed the stream: read nothing more
         self._finished_waiters: Waiters | None = None  # aclose()/ping() waiting for reads
-        self._reading = False  # a task is waiting for (or parsing) bytes right now
-        self._reader_running = False  # a reader task exists
-        self._reader_scope: trio.CancelScope | None = None  # its wait for bytes, to hand back
-        self._reads_wanted = 0  # tasks waiting for something only reading brings (pong, Close)
-        self._episode = 0  # counts the handler's returns from reading (see _left_reading)
+        self.reading = False  # a task is waiting for (or parsing) bytes right now
+        self.running = False  # a reader task exists
+        self._scope: trio.CancelScope | None = None  # its wait for bytes, to hand back
+        self.wanted = 0  # tasks waiting for something only reading brings (pong, Close)
+        self._episode = 0  # counts the handler's returns from reading (see left_reading)
         self._attend_at: float | None = None  # the attendant's pending check, if any
         self._attend_episode = 0
 
-    # -- what the connection provides ---------------------------------------------------------
-
-    @abc.abstractmethod
-    def _push(self, frame: bytes, *, counted: bool = True) -> bool:
-        """Send ``frame`` without waiting (a pong)."""
-
-    @abc.abstractmethod
-    def _on_close(self, event: Close) -> None:
-        """The peer's Close frame arrived."""
-
-    @abc.abstractmethod
-    def _arm_keepalive(self) -> None:
-        """The keepalive clock moved (a pong answered it)."""
-
-    @abc.abstractmethod
-    async def _conclude(self) -> None:
-        """Reading is over: write what is queued, bounded, then close TCP."""
-
-    @abc.abstractmethod
-    def _on_timer(self, when: float) -> None:
-        """The attendant's call; it calls :meth:`_attend`."""
+    @property
+    def finished(self) -> bool:
+        """Reading is over: no more frames will be read (a Close, a failure, or EOF)."""
+        return not self._proto.receiving
 
     # -- reading ------------------------------------------------------------------------------
 
-    async def _read_more(self, *, inline: bool) -> None:
+    async def read_more(self, *, inline: bool) -> None:
         """One round of reading: wait for bytes, parse them, act on what they say.  The
         caller holds the reading role (nobody else reads); ``inline`` when that is a task
         that called ``get_message``/``aclose``, not the reader task.
@@ -112,19 +100,19 @@ class ReadingRole(abc.ABC):
         On plain TCP the bytes come straight from the socket (the waiting connection's
         stack is then four coroutine frames shorter than through trio's ``receive_some``,
         which this follows: a cancel point first, a schedule point after)."""
-        if self._parser.paused:
+        if self._proto.parser.paused:
             # Compressed frames already received wait in the parser (it paused at the
             # inbox's room): parse those before reading more.
-            self._reading = True
+            self.reading = True
             try:
                 await trio.lowlevel.checkpoint()
             finally:
-                self._reading = False
+                self.reading = False
                 if inline:
-                    self._left_reading()
-            self._consume(b"")
+                    self.left_reading()
+            self.consume(b"")
             return
-        self._reading = True
+        self.reading = True
         data: bytes | bytearray | None = b""
         try:
             sock = self._sock
@@ -135,7 +123,7 @@ class ReadingRole(abc.ABC):
                 waited = False
                 while True:
                     fd = sock.fileno()  # -1 once closed: never read a descriptor reused since
-                    if fd < 0 or self._stream_closed:
+                    if fd < 0 or self.stream_closed:
                         data = b""
                         break
                     try:
@@ -154,75 +142,67 @@ class ReadingRole(abc.ABC):
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             data = b""
         finally:
-            self._reading = False
+            self.reading = False
             if inline:
-                self._left_reading()
+                self.left_reading()
         if data:
-            self._consume(data)
+            self.consume(data)
         else:
-            self._lost()  # EOF without a Close frame: 1006 (§7.1.5)
+            self.lost()  # EOF without a Close frame: 1006 (§7.1.5)
 
-    async def _read_until_finished(self) -> None:
+    async def read_until_finished(self) -> None:
         """Read (or let whoever reads go on) until reading is over."""
-        while not self._finished:
-            if self._reading or self._reader_running:
+        proto = self._proto
+        while proto.receiving:
+            if self.reading or self.running:
                 if self._finished_waiters is None:
                     self._finished_waiters = Waiters()
-                self._reads_wanted += 1
+                self.wanted += 1
                 try:
                     await self._finished_waiters.wait()
                 finally:
-                    self._reads_wanted -= 1
-                    self._maybe_hand_back()
+                    self.wanted -= 1
+                    self.maybe_hand_back()
             elif self._inbox.discarding:
-                await self._read_more(inline=False)  # closing: messages are dropped anyway
+                await self.read_more(inline=False)  # closing: messages are dropped anyway
             else:
-                self._reader_running = True
+                self.running = True
                 await self._reader(handback=False)  # the inbox bound applies
 
-    def _consume(self, data: bytes | bytearray) -> None:
-        """Parse ``data`` and act on every event: messages to the inbox, a pong for each
-        ping, Close answered.  Never waits: replies go out directly or via the writer."""
-        if self._finished:
+    def consume(self, data: bytes | bytearray) -> None:
+        """Feed ``data`` to the protocol: messages to the inbox, replies and keepalive to the
+        owner.  Never waits: replies go out directly or via the writer."""
+        proto = self._proto
+        if not proto.receiving:
             return
-        parser = self._parser
         inbox = self._inbox
-        if parser.inflating:
+        due = proto.keepalive_due
+        if proto.parser.inflating:
             # What inflates is bounded by the inbox's room in bytes (docs/design.md).
-            parser.room = self._limits.inbound_queue_bytes - inbox.weight()
-        error = None
-        try:
-            parser.feed(data, trio.current_time())
-        except ProtocolError as exc:
-            error = exc  # deliver what came before the bad frame first
-        for event in parser.events():
-            if type(event) is str or type(event) is bytes:
-                inbox.add(event)
-            elif isinstance(event, Ping):
-                self._push(frames.frame(frames.OP_PONG, event.payload))
-            elif isinstance(event, Pong):
-                if self._pings.pong(event.payload):
-                    self._arm_keepalive()
-            elif isinstance(event, Close):
-                self._on_close(event)
-                break
-        if inbox.messages and inbox.waiters:
-            inbox.waiters.wake()
-        if error is not None and not self._finished:
-            # §7.1.7 "Fail the WebSocket Connection": Close, then drop TCP (_conclude), once
-            # the messages before the bad frame are handled.
-            self._failure = error
-            self._stop_reading()
+            proto.receive_data(
+                data, trio.current_time(), proto.limits.inbound_queue_bytes - inbox.weight()
+            )
+        else:
+            proto.receive_data(data, trio.current_time())
+        messages = proto.events_received()
+        if messages:
+            inbox.add_all(messages)
+            if inbox.waiters:
+                inbox.waiters.wake()
+        self._owner._received(due)
+        if not proto.receiving:
+            self._stop()
 
     async def _reader(self, handback: bool = True) -> None:
         """The reader task: reads while the handler is busy elsewhere, and (``handback``)
         hands the role back once a handler waits in ``get_message`` with nothing queued."""
         inbox = self._inbox
-        limit = self._limits.inbound_queue
-        size_limit = self._limits.inbound_queue_bytes
+        proto = self._proto
+        limit = proto.limits.inbound_queue
+        size_limit = proto.limits.inbound_queue_bytes
         try:
-            while not self._finished:
-                if handback and inbox.waiters and not inbox.messages and not self._reads_wanted:
+            while proto.receiving:
+                if handback and inbox.waiters and not inbox.messages and not self.wanted:
                     inbox.waiters.wake()  # that handler reads from here on
                     return
                 messages = inbox.messages
@@ -236,93 +216,93 @@ class ReadingRole(abc.ABC):
                 if handback:
                     # A handler that comes to get_message cancels the wait (which loses no
                     # bytes) to take the reading over.
-                    with trio.CancelScope() as self._reader_scope:
-                        await self._read_more(inline=False)
-                    self._reader_scope = None
+                    with trio.CancelScope() as self._scope:
+                        await self.read_more(inline=False)
+                    self._scope = None
                 else:
-                    await self._read_more(inline=False)
-            if self._failure is not None:
+                    await self.read_more(inline=False)
+            if proto.failure is not None:
                 # Let the handler see what came before the bad frame, then fail (bounded:
                 # a handler that never reads does not hold the connection open).
-                with trio.move_on_after(self._limits.close_timeout):
+                with trio.move_on_after(proto.limits.close_timeout):
                     while inbox.messages and not inbox.discarding:
                         await inbox.waiters.wait()
-            await self._conclude()
+            await self._owner._conclude()
         finally:
-            self._reader_running = False
-            self._reader_scope = None
+            self.running = False
+            self._scope = None
 
-    def _maybe_hand_back(self, *, getting: bool = False) -> None:
+    def maybe_hand_back(self, *, getting: bool = False) -> None:
         """A handler waits in ``get_message`` (``getting``: the caller is about to) with
         nothing queued and nobody else needs reads: the reader task's wait for bytes is
         cancelled (which loses none) and that handler reads from there on."""
-        scope = self._reader_scope
-        if scope is None or self._reads_wanted or self._inbox.messages:
+        scope = self._scope
+        if scope is None or self.wanted or self._inbox.messages:
             return
         if getting or self._inbox.waiters:
             scope.cancel()
 
-    def _ensure_reader(self) -> None:
+    def ensure_reader(self) -> None:
         """Someone waits for what only reading brings: make sure somebody reads."""
-        if not (self._reading or self._reader_running or self._finished):
-            self._start_reader()
+        if not (self.reading or self.running) and self._proto.receiving:
+            self.start_reader()
 
-    def _start_reader(self) -> None:
+    def start_reader(self) -> None:
         """Start the reader task (once reading is over, it just concludes: see _conclude)."""
-        nursery = self._nursery
-        if nursery is None or self._reader_running or self._stream_closed:
+        nursery = self.nursery
+        if nursery is None or self.running or self.stream_closed:
             return
-        self._reader_running = True
+        self.running = True
         try:
             nursery.start_soon(self._reader)
         except RuntimeError:  # the nursery is closing: the connection is ending anyway
-            self._reader_running = False
+            self.running = False
 
-    def _left_reading(self) -> None:
+    def left_reading(self) -> None:
         """A handler stopped reading (it got a message, or was cancelled): from now on
         nobody reads.  Someone else waiting takes over, or the attendant checks back."""
-        if self._reader_running or self._finished:
+        if self.running or not self._proto.receiving:
             return
         if self._inbox.waiters:
             self._inbox.waiters.wake()  # another get_message: it reads next
-        elif self._reads_wanted:
-            self._start_reader()
+        elif self.wanted:
+            self.start_reader()
         else:
             self._episode += 1
             if self._attend_at is None:
                 self._attend_episode = self._episode
                 self._attend_at = trio.current_time() + ATTEND_AFTER
-                call_at(self._attend_at, self)
+                call_at(self._attend_at, self._owner)
 
-    def _attend(self, when: float) -> None:
+    def attend(self, when: float) -> None:
         """The attendant's check that the handler came back to reading (see
-        :meth:`_left_reading`); the connection's ``_on_timer`` calls it."""
+        :meth:`left_reading`); the connection's timer calls it."""
         if when != self._attend_at:
             return  # a stale entry: the check moved
         self._attend_at = None
-        if self._reading or self._reader_running:
+        if self.reading or self.running:
             return  # attended
-        if self._finished:
-            self._start_reader()  # to send the Close (reply) and close TCP, see _reader
+        if not self._proto.receiving:
+            self.start_reader()  # to send the Close (reply) and close TCP, see _reader
         elif self._episode == self._attend_episode:
-            self._start_reader()  # away the whole time: a reader task takes over
+            self.start_reader()  # away the whole time: a reader task takes over
         else:
             # Back and away again since: check once more, ATTEND_AFTER from now.
             self._attend_episode = self._episode
             self._attend_at = trio.current_time() + ATTEND_AFTER
-            call_at(self._attend_at, self)
+            call_at(self._attend_at, self._owner)
 
-    def _lost(self) -> None:
-        if self._close_reason is None:
-            self._close_reason = CloseReason(ABNORMAL, None)
-        self._stop_reading()
+    def lost(self) -> None:
+        """The stream ended (EOF, reset, or a failed write): 1006 unless a Close came first."""
+        self._proto.receive_eof()
+        self._stop()
 
-    def _stop_reading(self) -> None:
+    def _stop(self) -> None:
         """No more frames will be read: handlers get what is queued, then the end."""
-        if self._finished:
+        inbox = self._inbox
+        if inbox.ended:
             return
-        self._finished = True
-        self._inbox.end()
-        self._pings.release()
+        inbox.end()
+        self._proto.release_pings()
         if self._finished_waiters is not None:
             self._finished_waiters.wake_all()

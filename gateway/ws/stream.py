@@ -27,10 +27,14 @@ from typing import Literal, Protocol
 import trio
 from trio_websocket import CloseReason, ConnectionClosed
 
+from gateway.ws.frames import CloseCode
+
 __all__ = ["MessageConnection", "WebSocketStream"]
 
-NORMAL_CLOSES = frozenset({1000, 1001, 1005})  # normal, going away, no status: EOF
-UNSUPPORTED_DATA = 1003
+# Normal, going away, no status: end-of-file.
+NORMAL_CLOSES = frozenset(
+    {CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY, CloseCode.NO_STATUS_RCVD}
+)
 
 
 class MessageConnection(Protocol):
@@ -146,7 +150,7 @@ class WebSocketStream(trio.abc.Stream):
             self._pending = memoryview(b"")
             for scope in self._scopes:
                 scope.cancel()  # blocked send_all/receive_some raise ClosedResourceError
-            await self.ws.aclose(1000)
+            await self.ws.aclose(CloseCode.NORMAL_CLOSURE)
         await trio.lowlevel.checkpoint()
 
     # -- internals ----------------------------------------------------------------------------
@@ -181,7 +185,7 @@ class WebSocketStream(trio.abc.Stream):
             except ConnectionClosed as exc:
                 if self._closed:
                     raise trio.ClosedResourceError("the stream was closed") from None
-                code = exc.reason.code if exc.reason is not None else 1006
+                code = exc.reason.code if exc.reason is not None else CloseCode.ABNORMAL_CLOSURE
                 if code in NORMAL_CLOSES:
                     self._eof = True
                     break
@@ -190,7 +194,7 @@ class WebSocketStream(trio.abc.Stream):
             if isinstance(message, str):
                 if not self._accept_text:
                     self._broken = "received a text message on a binary stream"
-                    await self.ws.aclose(UNSUPPORTED_DATA, "unsupported data")
+                    await self.ws.aclose(CloseCode.UNSUPPORTED_DATA, "unsupported data")
                     raise trio.BrokenResourceError(self._broken)
                 message = message.encode("utf-8")
             if message:

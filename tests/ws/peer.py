@@ -6,13 +6,15 @@ someone else's code.  ``raw()`` sends hand-made bytes for malformed-frame cases.
 
 from __future__ import annotations
 
-import os
-import struct
 from collections import deque
 
 import trio
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Event, Message, TextMessage
+
+from tests.support.ws_frames import masked_frame
+
+__all__ = ["Peer", "masked_frame"]
 
 
 class Peer:
@@ -71,22 +73,3 @@ class Peer:
             while data := await self.stream.receive_some(65536):
                 out += data
         return bytes(out)
-
-
-def masked_frame(
-    opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0, mask: bool = True
-) -> bytes:
-    """A client frame built by hand (RFC 6455 §5.2), for cases wsproto refuses to produce."""
-    first = (0x80 if fin else 0) | (rsv << 4) | opcode
-    n = len(payload)
-    mask_bit = 0x80 if mask else 0
-    if n < 126:
-        head = struct.pack("!BB", first, mask_bit | n)
-    elif n < 65536:
-        head = struct.pack("!BBH", first, mask_bit | 126, n)
-    else:
-        head = struct.pack("!BBQ", first, mask_bit | 127, n)
-    if not mask:
-        return head + payload
-    key = os.urandom(4)
-    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))

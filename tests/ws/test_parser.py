@@ -24,7 +24,7 @@ from gateway.ws.parser import (
     _unmask_int,
     unmask,
 )
-from tests.ws.peer import masked_frame
+from tests.support.ws_frames import CORPUS, header_only, masked_frame
 
 TEXT, BINARY, CONT, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
 NO_RATE = ParserLimits(max_frame_rate=0)
@@ -42,18 +42,6 @@ def close_code(data: bytes, limits: ParserLimits = NO_RATE) -> int:
     with pytest.raises(ProtocolError) as info:
         parse(data, limits)
     return info.value.code
-
-
-def header_only(opcode: int, declared: int, *, fin: bool = True) -> bytes:
-    """A masked frame header declaring ``declared`` bytes, with no payload following."""
-    first = (0x80 if fin else 0) | opcode
-    if declared < 126:
-        head = struct.pack("!BB", first, 0x80 | declared)
-    elif declared < 65536:
-        head = struct.pack("!BBH", first, 0x80 | 126, declared)
-    else:
-        head = struct.pack("!BBQ", first, 0x80 | 127, declared)
-    return head + os.urandom(4)
 
 
 def test_messages_and_control_frames() -> None:
@@ -101,60 +89,6 @@ def test_any_split_of_the_bytes_gives_the_same_events(chunk: int) -> None:
         parser.feed(data[i : i + chunk])
         events.extend(parser.events())
     assert events == ["x" * 200, b"y" * 70000, "abcd"]
-
-
-# The malformed-frame corpus: (name, bytes, close code).
-CORPUS = [
-    ("unmasked frame", masked_frame(TEXT, b"x", mask=False), 1002),
-    ("rsv1 without extension", masked_frame(TEXT, b"x", rsv=4), 1002),
-    ("rsv2", masked_frame(TEXT, b"x", rsv=2), 1002),
-    ("rsv3", masked_frame(BINARY, b"x", rsv=1), 1002),
-    ("opcode 3", masked_frame(0x3, b"x"), 1002),
-    ("opcode 7", masked_frame(0x7, b"x"), 1002),
-    ("opcode 0xB", masked_frame(0xB, b"x"), 1002),
-    ("opcode 0xF", masked_frame(0xF, b""), 1002),
-    ("continuation first", masked_frame(CONT, b"x"), 1002),
-    (
-        "text inside fragmented",
-        masked_frame(TEXT, b"a", fin=False) + masked_frame(TEXT, b"b"),
-        1002,
-    ),
-    (
-        "binary inside fragmented",
-        masked_frame(BINARY, b"a", fin=False) + masked_frame(BINARY, b""),
-        1002,
-    ),
-    ("fragmented ping", masked_frame(PING, b"x", fin=False), 1002),
-    ("fragmented close", masked_frame(CLOSE, b"", fin=False), 1002),
-    ("ping 126 bytes", masked_frame(PING, b"x" * 126), 1002),
-    ("pong 200 bytes", masked_frame(PONG, b"x" * 200), 1002),
-    ("ping with rsv1", masked_frame(PING, b"", rsv=4), 1002),
-    ("close 1 byte", masked_frame(CLOSE, b"\x03"), 1002),
-    ("close code 999", masked_frame(CLOSE, struct.pack("!H", 999)), 1002),
-    ("close code 1004", masked_frame(CLOSE, struct.pack("!H", 1004)), 1002),
-    ("close code 1005", masked_frame(CLOSE, struct.pack("!H", 1005)), 1002),
-    ("close code 1006", masked_frame(CLOSE, struct.pack("!H", 1006)), 1002),
-    ("close code 1015", masked_frame(CLOSE, struct.pack("!H", 1015)), 1002),
-    ("close code 2000", masked_frame(CLOSE, struct.pack("!H", 2000)), 1002),
-    ("close code 5000", masked_frame(CLOSE, struct.pack("!H", 5000)), 1002),
-    ("close bad utf-8 reason", masked_frame(CLOSE, struct.pack("!H", 1000) + b"\xff"), 1007),
-    ("text bad utf-8", masked_frame(TEXT, b"\xff"), 1007),
-    ("text overlong utf-8", masked_frame(TEXT, b"\xc0\xaf"), 1007),
-    ("text surrogate", masked_frame(TEXT, b"\xed\xa0\x80"), 1007),
-    ("text truncated utf-8", masked_frame(TEXT, "é".encode()[:1]), 1007),
-    (
-        "bad utf-8 split across fragments",
-        masked_frame(TEXT, b"ok\xe2", fin=False) + masked_frame(CONT, b"\x28\xa1"),
-        1007,
-    ),
-    (
-        "64-bit length with top bit",
-        bytes([0x82, 0xFF, 0x80]) + bytes(7) + os.urandom(4),
-        1002,
-    ),
-    ("declared 2**40 bytes", header_only(BINARY, 2**40), 1009),
-    ("declared over the limit", header_only(TEXT, 1024 * 1024 + 1), 1009),
-]
 
 
 @pytest.mark.parametrize(("name", "data", "code"), CORPUS, ids=[c[0] for c in CORPUS])
