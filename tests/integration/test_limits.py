@@ -13,6 +13,7 @@ from pathlib import Path
 
 import trio
 import trio_websocket
+from trio_websocket import Endpoint
 
 from gateway.ws.connection import WebSocketConnection as ServerConnection
 from tests.integration.conftest import (
@@ -121,7 +122,7 @@ def server_side(running: Running, mount: str, port: int) -> ServerConnection:
     found = [
         ws
         for ws in running.app.mounts[mount].mount.clients
-        if ws.remote is not None and ws.remote.port == port
+        if isinstance(ws.remote, Endpoint) and ws.remote.port == port
     ]
     assert len(found) == 1, found
     return found[0]

@@ -30,7 +30,7 @@ from tests.integration.conftest import (
     wait_until,
 )
 from tests.integration.test_malformed_http import MODES, Mode, errors, rest_until_closed, send
-from tests.ws.test_parser import CORPUS
+from tests.support.ws_frames import CORPUS
 
 
 @asynccontextmanager

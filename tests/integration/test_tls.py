@@ -18,6 +18,7 @@ import pytest
 import trio
 import trio_websocket
 import trustme
+from trio_websocket import Endpoint
 from websockets.sync.client import connect as sync_connect
 
 from tests.integration.conftest import (
@@ -183,7 +184,7 @@ async def test_wss_echo_with_trio_websocket(start_gateway: GatewayFactory, certs
             await ws.send_message(payload)
             assert await ws.get_message() == payload
             (server_ws,) = gw.app.mounts["echo"].mount.clients
-            assert server_ws.remote is not None
+            assert isinstance(server_ws.remote, Endpoint)
             assert server_ws.remote.is_ssl
 
 
