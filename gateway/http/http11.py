@@ -21,9 +21,11 @@ import contextlib
 import logging
 import time
 from email.utils import formatdate
+from pathlib import Path
 
 import h11
 import trio
+from h11._state import MIGHT_SWITCH_PROTOCOL  # not in h11's __all__
 from trio_websocket import Endpoint
 
 from gateway import upgrade
@@ -31,12 +33,13 @@ from gateway.app import FIRST_REQUEST_GRACE, App
 from gateway.client_limits import Slot
 from gateway.core import frontdoor
 from gateway.core import headers as hdr
-from gateway.core.decisions import REASONS, Destroy, Health, Proxy, Reject, Static, Upgrade
+from gateway.core.decisions import Destroy, Health, Proxy, Reject, Static, Upgrade
 from gateway.errors import UpstreamError
 from gateway.http import static
 from gateway.log import safe
 from gateway.proxy import forward
 from gateway.proxy.body import ClientGone
+from gateway.wire import Wire, count_sent, response_head
 
 log = logging.getLogger("gateway.http")
 
@@ -70,6 +73,12 @@ class HTTPConnection:
         self.slot = slot  # this connection's per-client place (gateway.client_limits)
         self.http = app.config.http
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.http.max_head_bytes)
+        self.wire = Wire(stream)
+        # Set when our own answer went out without h11 (one write, a head built by us); h11
+        # then starts afresh for the next request (_fresh_cycle).
+        self._answered = False
+        self._keep_alive = True  # the current request allows another after it
+        self._client_side: forward.ClientSide | None = None  # the proxy's, for this request
         self._accepted_at = trio.current_time()
         self._request_started_at = self._accepted_at  # the current request's first byte
         self._method = b""
@@ -137,9 +146,14 @@ class HTTPConnection:
     async def _next_request(self, *, first: bool) -> h11.Request | None:
         """The next request head, ``None`` if the client closed cleanly between requests."""
         self._method = b""
+        self._answered = False
+        self._client_side = None
         if first:
             deadline = self._accepted_at + self.http.head_timeout
         else:
+            # The one schedule point of a request whose bytes are all waiting in the kernel
+            # (reads and writes below skip trio when they need not wait): others run too.
+            await trio.lowlevel.checkpoint()
             deadline = trio.current_time() + self.http.keepalive_timeout
         started = False
         if self.conn.trailing_data[0]:
@@ -149,6 +163,7 @@ class HTTPConnection:
             event = self.conn.next_event()
             if isinstance(event, h11.Request):
                 self._method = event.method
+                self._keep_alive = _keep_alive(event)
                 return event
             if isinstance(event, h11.ConnectionClosed):
                 return None
@@ -163,6 +178,12 @@ class HTTPConnection:
             # once, a fresh one gets FIRST_REQUEST_GRACE for its request (it may be a handshake
             # in flight, which then gets its 503).
             idle = not self.conn.trailing_data[0]
+            ready = self.wire.receive_now(RECEIVE_SIZE)
+            if ready is not None:  # already here: no deadline to set, no wait
+                if idle and ready:
+                    self._request_started_at = trio.current_time()
+                self.conn.receive_data(ready)
+                continue
             if idle and self.app.stopping:
                 if not first:
                     return None
@@ -183,36 +204,39 @@ class HTTPConnection:
             raise _Timeout(started or bool(self.conn.trailing_data[0]))
 
     async def _receive(self) -> bytes:
-        try:
-            return bytes(await self.stream.receive_some(RECEIVE_SIZE))
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            return b""
+        return await self.wire.receive(RECEIVE_SIZE)
 
     async def _finish_cycle(self) -> bool:
         """Drain the request body (bounded) and reset h11 for the next request on this
         connection; ``False`` when the connection must close instead."""
         conn = self.conn
-        if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
+        if self._outside_h11():  # our own answer: its keep-alive decision is ours
+            if not self._keep_alive:
+                return False
+        elif conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
             return False
         if self.app.draining:
             return False  # shutting down: no further requests on this connection
         remaining = self.http.max_body_size
-        with trio.move_on_after(self.http.head_timeout) as scope:
-            while conn.their_state is h11.SEND_BODY:
-                try:
-                    event = conn.next_event()
-                except h11.RemoteProtocolError:
-                    return False  # a malformed body after our answer: just close
-                if event is h11.NEED_DATA:
+        # The usual request (no body, or a body already here) ends without a wait.
+        remaining = self._drain_ready(remaining)
+        if remaining < 0:
+            return False
+        if conn.their_state is h11.SEND_BODY:
+            with trio.move_on_after(self.http.head_timeout) as scope:
+                while conn.their_state is h11.SEND_BODY:
                     data = await self._receive()
                     if not data:
                         return False
                     conn.receive_data(data)
-                elif isinstance(event, h11.Data):
-                    remaining -= len(event.data)
+                    remaining = self._drain_ready(remaining)
                     if remaining < 0:
                         return False
-        if scope.cancelled_caught or conn.our_state is not h11.DONE:
+            if scope.cancelled_caught:
+                return False
+        if self._outside_h11():
+            return self._fresh_cycle()
+        if conn.our_state is not h11.DONE:
             return False
         try:
             conn.start_next_cycle()
@@ -220,15 +244,75 @@ class HTTPConnection:
             return False
         return True
 
+    def _outside_h11(self) -> bool:
+        """The response went out without h11: our own answer, or the proxy's relayed head."""
+        client = self._client_side
+        return self._answered or (client is not None and client.answered)
+
+    def _drain_ready(self, remaining: int) -> int:
+        """Read the request body events h11 has without reading; the body bytes left of
+        ``remaining``, negative when the connection must close (too much, or malformed)."""
+        conn = self.conn
+        while conn.their_state is h11.SEND_BODY:
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError:
+                return -1  # a malformed body after our answer: just close
+            if event is h11.NEED_DATA:
+                break
+            if isinstance(event, h11.Data):
+                remaining -= len(event.data)
+                if remaining < 0:
+                    return -1
+        return remaining
+
+    def _fresh_cycle(self) -> bool:
+        """After an answer sent without h11: a new h11 connection (of the same class) for the
+        next request, given the bytes the client already sent beyond this one.  Only when the
+        request is complete and allowed another (h11's DONE, not MUST_CLOSE)."""
+        old = self.conn
+        # MIGHT_SWITCH_PROTOCOL: an upgrade request we answered without a 101, which refuses
+        # the switch (h11 would set DONE on seeing our response).
+        if old.their_state is not h11.DONE and old.their_state is not MIGHT_SWITCH_PROTOCOL:
+            return False
+        data, closed = old.trailing_data
+        self.conn = type(old)(h11.SERVER, max_incomplete_event_size=self.http.max_head_bytes)
+        if data:
+            self.conn.receive_data(bytes(data))
+        if closed:
+            self.conn.receive_data(b"")
+        return True
+
     # -- answering ----------------------------------------------------------------------------
 
     async def _send(self, *events: h11.Event) -> None:
         data = b"".join(self.conn.send(e) or b"" for e in events)
-        await self.stream.send_all(data)
+        await self.wire.send(data)
+
+    async def _answer(
+        self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, *, close: bool = False
+    ) -> None:
+        """Our own complete response: head (built here, not by h11) and body in one write.
+        h11 is told nothing; :meth:`_fresh_cycle` gives the next request a new one."""
+        if close or self.app.draining or not self._keep_alive:
+            headers.append((b"connection", b"close"))  # as h11 would (RFC 9112 §9.6)
+            self._keep_alive = False
+        data = response_head(status, headers)
+        if self._method != b"HEAD":
+            data += body
+        self._answered = True
+        self._counted(status, len(data))
+        try:
+            await self.wire.send(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the client left; nothing to tell it
+
+    def _counted(self, status: int, sent: int) -> None:
+        count_sent(self.conn, status, sent)  # for a counting h11 connection (access log)
 
     async def _send_simple(self, reject: Reject, body: bytes | None = None) -> None:
         """A complete response with a short text body (the detail, fixed text from the core)."""
-        if self.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+        if self._outside_h11() or self.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return  # a response already started: too late to answer, just close
         payload = (reject.detail + "\n").encode() if body is None else body
         await self.respond(reject.status, reject.headers, payload, close=reject.close)
@@ -249,16 +333,7 @@ class HTTPConnection:
             (b"content-length", str(len(body)).encode()),
         ]
         h.extend((n.encode("ascii"), v.encode("latin-1")) for n, v in headers)
-        if close or self.app.draining:
-            h.append((b"connection", b"close"))
-        response = h11.Response(status_code=status, headers=h, reason=REASONS[status])
-        try:
-            if self._method == b"HEAD":
-                await self._send(response, h11.EndOfMessage())
-            else:
-                await self._send(response, h11.Data(data=body), h11.EndOfMessage())
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # the client left; nothing to tell it
+        await self._answer(status, h, body, close=close)
 
     async def _protocol_error(self, exc: h11.RemoteProtocolError) -> None:
         # h11's hint is 400 for malformed heads and 431 when an incomplete head outgrew
@@ -286,31 +361,46 @@ class HTTPConnection:
         root = self.app.static_root
         found = None
         if root is not None:
-            found = await static.open_static(
-                root, decision.path, self.http.index_file, request.method, request.headers
-            )
+            cache = _static_cache(root, self.http.index_file)
+            found = await cache.open(decision.path, request.method, request.headers)
         if found is None:
             if decision.fallback is not None:
                 return await self._proxy(request, decision.fallback)
             await self._send_simple(frontdoor.NOT_FOUND)
             return True
         headers = [_SERVER, (b"date", _date()), *found.headers]
-        response = h11.Response(
-            status_code=found.status, headers=headers, reason=REASONS[found.status]
-        )
-        await self.stream.send_all(self.conn.send(response) or b"")
-        if found.send_body:
-            length = next(int(v) for n, v in found.headers if n == b"content-length")
-            sent = 0
-            async with contextlib.aclosing(static.iter_file(found.path, limit=length)) as chunks:
-                async for chunk in chunks:
-                    sent += len(chunk)
-                    await self.stream.send_all(self.conn.send(h11.Data(data=chunk)) or b"")
-            if sent != length:
-                # The file shrank under us: a short body must not look complete.
-                raise trio.BrokenResourceError("static file changed while being sent")
-        await self.stream.send_all(self.conn.send(h11.EndOfMessage()) or b"")
+        if found.send_body and found.body is None:
+            await self._send_file(found, headers)  # a large file, from disk
+        else:  # HEAD, 304, or a small file from the cache: one write
+            await self._answer(found.status, headers, found.body or b"")
         return True
+
+    async def _send_file(
+        self, found: static.StaticFile, headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        """The head, then the file: ``os.sendfile`` on plain TCP, else read and written."""
+        if self.app.draining or not self._keep_alive:
+            headers.append((b"connection", b"close"))
+            self._keep_alive = False
+        head = response_head(found.status, headers)
+        self._answered = True
+        self._counted(found.status, len(head) + found.size)
+        await self.wire.send(head)
+        sent = 0
+        try:
+            if self.wire.fd >= 0:
+                sent = await static.send_file(self.wire.fd, found.path, found.size)
+            else:
+                chunks = static.iter_file(found.path, limit=found.size)
+                async with contextlib.aclosing(chunks):
+                    async for chunk in chunks:
+                        sent += len(chunk)
+                        await self.wire.send(chunk)
+        except OSError:
+            pass  # gone since the stat, or unreadable: the body is short, handled below
+        if sent != found.size:
+            # The file shrank under us: a short body must not look complete.
+            raise trio.BrokenResourceError("static file changed while being sent")
 
     async def _proxy(self, request: h11.Request, decision: Proxy) -> bool:
         """Forward to the legacy site (:mod:`gateway.proxy.forward`); answer its failures
@@ -325,7 +415,16 @@ class HTTPConnection:
             await self._send_simple(limited)
             return True
         peer = None if self.remote is None else str(self.remote.address)
-        client = forward.ClientSide(self.stream, self.conn, peer, self.secure, self.app.draining)
+        client = forward.ClientSide(
+            self.stream,
+            self.conn,
+            peer,
+            self.secure,
+            self.app.draining,
+            wire=self.wire,
+            keep_alive=self._keep_alive,
+        )
+        self._client_side = client
         try:
             return await forward.forward(client, request, decision, runtime)
         except UpstreamError as exc:
@@ -429,6 +528,17 @@ async def _abort(stream: trio.abc.Stream) -> None:
         await stream.aclose()
 
 
+_static_caches: dict[tuple[Path, str], static.StaticCache] = {}
+
+
+def _static_cache(root: Path, index_file: str) -> static.StaticCache:
+    """The process's cache for a static root (one per root and index file name)."""
+    cache = _static_caches.get((root, index_file))
+    if cache is None:
+        cache = _static_caches[root, index_file] = static.StaticCache(root, index_file)
+    return cache
+
+
 _date_cache: tuple[int, bytes] = (0, b"")
 
 
@@ -439,3 +549,14 @@ def _date() -> bytes:
     if _date_cache[0] != now:
         _date_cache = (now, formatdate(now, usegmt=True).encode("ascii"))
     return _date_cache[1]
+
+
+def _keep_alive(request: h11.Request) -> bool:
+    """Whether another request may follow this one (RFC 9112 §9.3), as h11 decides it: not
+    after HTTP/1.0, nor after a ``Connection: close``."""
+    if request.http_version < b"1.1":
+        return False
+    for name, value in request.headers:
+        if name == b"connection" and b"close" in (t.strip() for t in value.lower().split(b",")):
+            return False
+    return True

@@ -13,8 +13,10 @@ import mimetypes
 import os
 import re
 import stat
-from collections.abc import AsyncGenerator, Sequence
-from dataclasses import dataclass
+import time
+from collections import OrderedDict
+from collections.abc import AsyncGenerator, Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
 from urllib.parse import unquote
@@ -23,6 +25,7 @@ import trio
 
 __all__ = [
     "FileMeta",
+    "StaticCache",
     "StaticFile",
     "conditional_headers",
     "etag_for",
@@ -201,6 +204,8 @@ class StaticFile:
     status: int
     headers: list[tuple[bytes, bytes]]
     send_body: bool
+    body: bytes | None = None  # the whole file, when the cache holds it
+    size: int = 0  # the Content-Length of a 200 (the file's size at the stat)
 
 
 # RFC 9110 §15.4.5: a 304 carries the validators and caching fields a 200 would, not the
@@ -226,16 +231,35 @@ async def open_static(
         return None
     path, meta = found
     headers = conditional_headers(meta, guess_content_type(path))
+    return _decide(path, meta, headers, None, method, request_headers)
+
+
+def _decide(
+    path: Path,
+    meta: FileMeta,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes | None,
+    method: bytes,
+    request_headers: Sequence[tuple[bytes, bytes]],
+) -> StaticFile:
+    """200 or 304 for a found file (RFC 9110 §13.2.2)."""
     # If-None-Match is a list field: repeated lines combine with "," (RFC 9110 §5.3).
     inm = [v for k, v in request_headers if k == b"if-none-match"]
     ims = [v for k, v in request_headers if k == b"if-modified-since"]
     if_none_match = b", ".join(inm).decode("latin-1") if inm else None
     # §13.1.3: more than one If-Modified-Since member makes the field invalid → ignored.
     if_modified_since = ims[0].decode("latin-1") if len(ims) == 1 else None
-    if not_modified(meta, etag_for(meta), if_none_match, if_modified_since):
+    if (inm or ims) and not_modified(meta, etag_for(meta), if_none_match, if_modified_since):
         kept = [(k, v) for k, v in headers if k in _HEADERS_ON_304]
         return StaticFile(path=path, status=304, headers=kept, send_body=False)
-    return StaticFile(path=path, status=200, headers=headers, send_body=method != b"HEAD")
+    return StaticFile(
+        path=path,
+        status=200,
+        headers=headers,
+        send_body=method != b"HEAD",
+        body=body,
+        size=meta.size,
+    )
 
 
 def _resolve_and_stat(root: Path, url_path: str, index_file: str) -> tuple[Path, FileMeta] | None:
@@ -273,3 +297,151 @@ async def iter_file(
             if remaining is not None:
                 remaining -= len(chunk)
             yield chunk
+
+
+# --------------------------------------------------------------------------- trio: the cache
+
+SMALL_FILE = 64 * 1024  # files up to this size are kept in memory, whole
+CACHE_ENTRIES = 1024  # paths remembered (found or not), least recently used dropped first
+CACHE_BYTES = 32 * 1024 * 1024  # file bytes kept in memory at most
+REVALIDATE = 1.0  # seconds an answer is trusted before the file is looked at again
+
+
+@dataclass
+class _Entry:
+    found: tuple[Path, FileMeta] | None  # None: not found (404, or the proxy's fallback)
+    identity: tuple[int, int, int, int] | None  # (device, inode, size, mtime_ns)
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    body: bytes | None = None  # the bytes, for a file up to SMALL_FILE
+    checked: float = 0.0
+
+
+class StaticCache:
+    """What a request path resolved to under ``root``, for ``REVALIDATE`` seconds.
+
+    nginx's ``open_file_cache`` with ``open_file_cache_valid 1s``, plus the bytes of small
+    files: a hit costs no thread hop and no system call.  Once an entry is older than
+    ``REVALIDATE`` the next request looks again (:func:`resolve` and ``stat`` in a worker
+    thread, so a symlink swapped or a file deleted is seen within a second) and re-reads the
+    file only if its device, inode, size or mtime changed.  Bounded: ``CACHE_ENTRIES`` paths
+    (a client inventing paths only evicts), ``CACHE_BYTES`` of file bytes.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        index_file: str,
+        *,
+        entries: int = CACHE_ENTRIES,
+        max_bytes: int = CACHE_BYTES,
+        small_file: int = SMALL_FILE,
+        revalidate: float = REVALIDATE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.root = root
+        self.index_file = index_file
+        self.max_entries = entries
+        self.max_bytes = max_bytes
+        self.small_file = small_file
+        self.revalidate = revalidate
+        self.clock = clock
+        self.entries: OrderedDict[str, _Entry] = OrderedDict()
+        self.bytes = 0
+        self.lookups = 0  # thread hops made (tests and the benchmark's curiosity)
+
+    async def open(
+        self, url_path: str, method: bytes, request_headers: Sequence[tuple[bytes, bytes]]
+    ) -> StaticFile | None:
+        """As :func:`open_static`, from the cache when it is fresh; ``body`` is set for a
+        small file."""
+        entry = self.entries.get(url_path)
+        now = self.clock()
+        if entry is None or now - entry.checked >= self.revalidate:
+            self.lookups += 1
+            entry = await trio.to_thread.run_sync(
+                _load, self.root, url_path, self.index_file, self.small_file, entry
+            )
+            entry.checked = now
+            self._store(url_path, entry)
+        else:
+            self.entries.move_to_end(url_path)
+        if entry.found is None:
+            return None
+        path, meta = entry.found
+        return _decide(path, meta, entry.headers, entry.body, method, request_headers)
+
+    def _store(self, key: str, entry: _Entry) -> None:
+        old = self.entries.pop(key, None)
+        if old is not None and old.body is not None:
+            self.bytes -= len(old.body)
+        if entry.body is not None and self.bytes + len(entry.body) > self.max_bytes:
+            entry.body = None  # no room: served from disk, still cached as a lookup
+        self.entries[key] = entry
+        if entry.body is not None:
+            self.bytes += len(entry.body)
+        while len(self.entries) > self.max_entries:
+            _, dropped = self.entries.popitem(last=False)
+            if dropped.body is not None:
+                self.bytes -= len(dropped.body)
+
+
+def _load(
+    root: Path, url_path: str, index_file: str, small_file: int, previous: _Entry | None
+) -> _Entry:
+    """Worker-thread half of :meth:`StaticCache.open`: resolve, stat, and read a small file
+    unless ``previous`` already holds these very bytes."""
+    path = resolve(root, url_path, index_file)
+    if path is None:
+        return _Entry(None, None)
+    try:
+        st = os.stat(path)
+    except OSError:
+        return _Entry(None, None)
+    if not stat.S_ISREG(st.st_mode):
+        return _Entry(None, None)
+    identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    meta = FileMeta(size=st.st_size, mtime=st.st_mtime)
+    if previous is not None and previous.identity == identity and previous.found is not None:
+        return _Entry((path, meta), identity, previous.headers, previous.body)
+    headers = conditional_headers(meta, guess_content_type(path))
+    body = None
+    if st.st_size <= small_file:
+        try:
+            with open(path, "rb") as f:
+                data = f.read(st.st_size + 1)
+        except OSError:
+            return _Entry(None, None)
+        # Changed while being read: serve it from disk this time (the checks there apply).
+        body = data if len(data) == st.st_size else None
+    return _Entry((path, meta), identity, headers, body)
+
+
+async def send_file(fd: int, path: Path, length: int) -> int:
+    """Send ``length`` bytes of ``path`` on the non-blocking socket ``fd`` with
+    ``os.sendfile`` (no copy through Python), each call in a worker thread (a file not in the
+    page cache blocks on the disk) and trio's wait when the socket is full.  Returns the bytes
+    sent: fewer than ``length`` if the file shrank (the caller must then cut the connection).
+    """
+    file = await trio.to_thread.run_sync(os.open, path, os.O_RDONLY)
+    try:
+        offset = 0
+        while offset < length:
+            sent = await trio.to_thread.run_sync(_sendfile_some, fd, file, offset, length - offset)
+            if sent == 0:
+                return offset  # the file ended early
+            if sent < 0:
+                await trio.lowlevel.wait_writable(fd)
+                continue
+            offset += sent
+        return offset
+    finally:
+        os.close(file)
+
+
+def _sendfile_some(out: int, file: int, offset: int, count: int) -> int:
+    """One ``sendfile`` (at most 16 MiB): bytes sent, 0 at the file's end, -1 when the socket
+    has no room.  Never waits for the socket, so a cancelled request does not wait on it."""
+    try:
+        return os.sendfile(out, file, offset, min(count, 16 * 1024 * 1024))
+    except BlockingIOError:
+        return -1

@@ -19,6 +19,7 @@ import trio
 
 from gateway.core.upstream import Upstream
 from gateway.errors import UpstreamError, UpstreamTimeout
+from gateway.wire import Wire
 
 RECEIVE_SIZE = 65536
 MAX_RESPONSE_HEAD = 16 * 1024  # as h11's default and our own request-head limit
@@ -36,10 +37,13 @@ class UpstreamConnection:
 
     Reads wait at most ``read_timeout`` between two successive reads (nginx's
     ``proxy_read_timeout``), writes at most ``read_timeout`` for the peer to take the bytes.
+    Both go straight to the socket first (:class:`gateway.wire.Wire`): a deadline (a cancel
+    scope) is set only when the kernel makes us wait.
     """
 
     def __init__(self, stream: trio.SocketStream, upstream: Upstream, read_timeout: float) -> None:
         self.stream = stream
+        self.wire = Wire(stream)
         self.upstream = upstream
         self.read_timeout = read_timeout
         self.conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_RESPONSE_HEAD)
@@ -55,6 +59,14 @@ class UpstreamConnection:
         except h11.LocalProtocolError:
             self.broken = True
             raise UpstreamError("request could not be framed for the upstream") from None
+        try:
+            sent = self.wire.send_now(data)
+        except trio.BrokenResourceError:
+            self.broken = True
+            raise UpstreamError("upstream connection broken while sending") from None
+        if sent == len(data):
+            return
+        data = data[sent:]
         with trio.move_on_after(self.read_timeout) as scope:
             try:
                 await self.stream.send_all(data)
@@ -86,15 +98,29 @@ class UpstreamConnection:
                 raise UpstreamError("upstream closed the connection")
             return event
 
+    def next_ready(self) -> h11.Event | None:
+        """As :meth:`next_event`, but ``None`` instead of reading when h11 needs more bytes."""
+        try:
+            event = self.conn.next_event()
+        except h11.RemoteProtocolError:
+            self.broken = True
+            raise UpstreamError("upstream sent a malformed response") from None
+        if event is h11.NEED_DATA:
+            return None
+        if not isinstance(event, h11.Event) or isinstance(event, h11.ConnectionClosed):
+            self.broken = True
+            raise UpstreamError("upstream closed the connection")
+        return event
+
     async def _receive(self, progress: Callable[[], int] | None) -> bytes:
+        ready = self.wire.receive_now(RECEIVE_SIZE)
+        if ready is not None:
+            self.received += len(ready)
+            return ready
         before = progress() if progress is not None else 0
         while True:
             with trio.move_on_after(self.read_timeout):
-                try:
-                    data = bytes(await self.stream.receive_some(RECEIVE_SIZE))
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                    self.broken = True
-                    raise UpstreamError("upstream connection broken") from None
+                data = await self.wire.receive(RECEIVE_SIZE)  # a reset reads as the end
                 self.received += len(data)
                 return data
             now = progress() if progress is not None else 0

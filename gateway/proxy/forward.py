@@ -30,13 +30,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from email.utils import formatdate
 
 import h11
 import trio
 
 from gateway.config.schema import ProxyConfig
-from gateway.core.decisions import REASONS, Proxy, Reject
+from gateway.core.decisions import Proxy, Reject
 from gateway.core.upstream import parse_upstream
 from gateway.errors import UpstreamError
 from gateway.log import RateLimit
@@ -51,6 +50,7 @@ from gateway.proxy.body import (
 )
 from gateway.proxy.client import UpstreamConnection
 from gateway.proxy.pool import Pools
+from gateway.wire import Wire, count_sent, fields, http_date, response_head
 
 __all__ = ["ClientGone", "ClientSide", "ProxyRuntime", "Refused", "forward"]
 
@@ -99,6 +99,11 @@ class ClientSide:
     peer: str | None
     secure: bool = False
     close: bool = False
+    wire: Wire | None = None  # the stream's direct writes (plain TCP), if the shell has one
+    keep_alive: bool = True  # the request allows another after it (not 1.0, no close)
+    method: bytes = b"GET"  # the request's method and HTTP version: they frame the response
+    version: bytes = b"1.1"
+    answered: bool = False  # the response head went out (written here, not through h11)
 
 
 async def forward(
@@ -112,16 +117,18 @@ async def forward(
     skipped (h11's state says it is too late) and the connection closed.
     """
     config = runtime.config
-    length = rules.request_framing(request.headers)
+    client.method, client.version = request.method, request.http_version
+    request_fields = fields(request.headers)  # one pass over h11's fields, then a list
+    length = rules.request_framing(request_fields)
     if length is not None and length > config.max_body_size:
         # nginx's client_max_body_size: refuse before any byte goes upstream.
         raise Refused(TOO_LARGE)
-    has_body = length != 0 and (length is not None or _chunked(request.headers))
+    has_body = length != 0 and (length is not None or _chunked(request_fields))
     buffered: BufferedBody | None = None
     if has_body and decision.request_buffering:
         buffered = await _buffer(client, config)
     try:
-        outgoing = _outgoing(client, request, decision, runtime, buffered)
+        outgoing = _outgoing(client, request, request_fields, decision, runtime, buffered)
         async with runtime.pools[decision.upstream].lease() as up:
             exchange = _Exchange(client, up, config, buffered)
             await exchange.start(outgoing)
@@ -166,12 +173,13 @@ async def _buffer(client: ClientSide, config: ProxyConfig) -> BufferedBody:
 def _outgoing(
     client: ClientSide,
     request: h11.Request,
+    request_fields: rules.Headers,
     decision: Proxy,
     runtime: ProxyRuntime,
     buffered: BufferedBody | None,
 ) -> h11.Request:
     headers = rules.request_headers(
-        request.headers,
+        request_fields,
         rules.Client(client.peer, rules.is_trusted(client.peer, runtime.trusted), client.secure),
         http_version=request.http_version,
         upstream_authority=decision.upstream.authority,
@@ -194,7 +202,20 @@ def _chunked(headers: rules.Headers) -> bool:
 
 
 async def _send_client(client: ClientSide, event: h11.Event, config: ProxyConfig) -> None:
-    data = client.conn.send(event) or b""
+    await _send_client_bytes(client, client.conn.send(event) or b"", config)
+
+
+async def _send_client_bytes(client: ClientSide, data: bytes, config: ProxyConfig) -> None:
+    """Write ``data`` to the client: at once when the kernel takes it, else within
+    ``read_timeout`` (a client that stops reading is gone)."""
+    if client.wire is not None:
+        try:
+            sent = client.wire.send_now(data)
+        except trio.BrokenResourceError:
+            raise ClientGone from None
+        if sent == len(data):
+            return
+        data = data[sent:]
     with trio.move_on_after(config.read_timeout):
         try:
             await client.stream.send_all(data)
@@ -257,11 +278,18 @@ class _Exchange:
         """Run the pump (if any body is left to send) and the responder; re-raise the first
         failure (client gone: quietly return, the caller sees ``body_done``/``close_client``
         and closes)."""
-        async with trio.open_nursery() as nursery:
-            if self._pump_needed:
+        if not self._pump_needed:
+            # The request went out whole with its head: the response on this task, without
+            # a nursery or a second task (the common exchange).
+            try:
+                await self._respond()
+            except (UpstreamError, Refused, ClientGone) as exc:
+                self.failure = exc
+        else:
+            async with trio.open_nursery() as nursery:
                 pump = self._pump_spooled if self.buffered is not None else self._pump
                 nursery.start_soon(self._guard, pump, nursery.cancel_scope)
-            nursery.start_soon(self._guard, self._respond, nursery.cancel_scope)
+                nursery.start_soon(self._guard, self._respond, nursery.cancel_scope)
         if isinstance(self.failure, ClientGone):
             self.close_client = True
             self.up.broken = True
@@ -338,29 +366,99 @@ class _Exchange:
                 continue  # other 1xx (103 Early Hints...) are dropped: optional (RFC 9110 §15.2)
             raise UpstreamError("unexpected event from upstream")
         headers = rules.response_headers(
-            event.headers,
+            fields(event.headers),
             http_version=event.http_version,
-            date=formatdate(usegmt=True).encode("ascii"),
+            date=http_date(),
         )
+        client = self.client
+        status = event.status_code
+        framer = _Framer(client.method, client.version, status, headers)
         if not self.body_done:
             # The request body is not all read (the upstream answered early, or refused an
             # Expect: 100-continue): nothing tells where the next request would start.
             self.close_client = True
+        if framer.must_close or not client.keep_alive:
+            self.close_client = True
         if self.close_client:
             headers.append((b"connection", b"close"))
-        status = event.status_code
-        await self._to_client(
-            h11.Response(status_code=status, headers=headers, reason=REASONS.get(status, b""))
-        )
-        while True:
+        try:
+            head = response_head(status, headers)
+        except ValueError:  # h11 parsed these fields, so this cannot happen; still never sent
+            raise UpstreamError("upstream response head could not be relayed") from None
+        # The head (written here, not by h11: the client's h11 starts afresh for the next
+        # request) and whatever of the body is already in h11's buffer (at most one read):
+        # one write for a response that came in one read, the usual small page.
+        client.answered = True
+        out = [head]
+        done = False
+        while not done and (ready := up.next_ready()) is not None:
+            if isinstance(ready, h11.Data):
+                out.append(framer.data(ready.data))
+            elif isinstance(ready, h11.EndOfMessage):
+                out.append(framer.end())
+                done = True
+        await self._write(b"".join(out), status)
+        while not done:
             event = await up.next_event(lambda: self.sent_up)
             if isinstance(event, h11.Data):
-                await self._to_client(h11.Data(data=event.data))
+                await self._write(framer.data(event.data), status)
             elif isinstance(event, h11.EndOfMessage):
-                await self._to_client(h11.EndOfMessage())
+                await self._write(framer.end(), status)
                 break
         if not self.body_done:
             raise ClientGone  # stop the pump; the connection closes after this response
 
     async def _to_client(self, event: h11.Event) -> None:
         await _send_client(self.client, event, self.config)
+
+    async def _write(self, data: bytes, status: int) -> None:
+        count_sent(self.client.conn, status, len(data))  # the access log's byte count
+        await _send_client_bytes(self.client, data, self.config)
+
+
+class _Framer:
+    """The relayed body's framing towards the client, regenerated as h11 frames a response
+    (RFC 9112 §6.3): the upstream's Content-Length when it gave one (its h11 held the body
+    to it, and so does :meth:`data` here), else chunked to an HTTP/1.1 client and
+    close-delimited to an HTTP/1.0 one (``must_close``); no body for HEAD, 204 and 304.
+    Adds ``Transfer-Encoding: chunked`` to ``headers`` when it chunks."""
+
+    __slots__ = ("left", "mode", "must_close")
+
+    def __init__(
+        self, method: bytes, version: bytes, status: int, headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        length = next((int(v) for n, v in headers if n == b"content-length"), None)
+        self.must_close = False
+        self.left = 0
+        if status in (204, 304):
+            self.mode = "none"
+        elif length is not None:
+            self.mode = "none" if method == b"HEAD" else "length"
+            self.left = length
+        elif version >= b"1.1":
+            headers.append((b"transfer-encoding", b"chunked"))
+            self.mode = "none" if method == b"HEAD" else "chunked"
+        else:
+            self.mode = "none" if method == b"HEAD" else "close"
+            self.must_close = self.mode == "close"
+
+    def data(self, data: bytes) -> bytes:
+        if self.mode == "chunked":
+            return b"%x\r\n%s\r\n" % (len(data), data) if data else b""
+        if self.mode == "none":
+            if data:
+                raise UpstreamError("upstream sent a body where none may be")
+            return b""
+        if self.mode == "length":
+            self.left -= len(data)
+            if self.left < 0:
+                raise UpstreamError("upstream body longer than its Content-Length")
+        return data
+
+    def end(self) -> bytes:
+        if self.mode == "chunked":
+            return b"0\r\n\r\n"
+        if self.mode == "length" and self.left:
+            raise UpstreamError("upstream body shorter than its Content-Length")
+        return b""
