@@ -97,6 +97,15 @@ class ClientLimits:
         )
         return cls(settings.share(workers(config)), trusted_proxies(config))
 
+    def retune(self, config: Config) -> None:
+        """A reload: ``config``'s limits and trusted proxies from now on, keeping the counts
+        (a client's open connections and buckets carry over; ``ipv6_prefix``, which makes
+        the keys, is kept by the reload until a restart)."""
+        fresh = ClientLimits.from_config(config)
+        self.limiter.settings = fresh.limiter.settings
+        self.trusted = fresh.trusted
+        self._counting = fresh._counting
+
     # -- accept -----------------------------------------------------------------------------
 
     def admit(self, stream: trio.SocketStream) -> Slot | None:

@@ -7,6 +7,8 @@ one boundary, so callers never need to know whether h11, wsproto or the OS raise
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class GatewayError(Exception):
     """Base of every error the gateway raises on purpose."""
@@ -23,6 +25,23 @@ class ConfigError(GatewayError):
         self.path = path
         self.problem = problem
         super().__init__(f"{path}: {problem}" if path else problem)
+
+
+class ConfigErrors(ConfigError):
+    """Several problems found in one pass (``gateway check`` lists them all): ``errors`` in
+    the order found; ``path`` and ``problem`` are the first one's, ``str()`` one per line."""
+
+    def __init__(self, errors: Sequence[ConfigError]) -> None:
+        self.errors = tuple(errors)
+        super().__init__(self.errors[0].path, self.errors[0].problem)
+
+    def __str__(self) -> str:
+        return "\n".join(str(error) for error in self.errors)
+
+
+class ListenError(GatewayError):
+    """An address cannot be bound (in use, not ours): the config may be right, so this is not
+    a :class:`ConfigError`; the message names the address and the way out."""
 
 
 class PluginLoadError(ConfigError):

@@ -10,6 +10,13 @@ an escaped character.  The formatter :func:`configure` installs escapes whatever
 unprintable in a message as a second line of defence.
 
 Every line a client can trigger at will is rate-limited (:class:`RateLimit`).
+
+Two formats (``--log-format`` / ``[log] format``), the same fields in both: ``text`` (the
+default, for a terminal: ``time level logger: [mount session] message key=value ...``) and
+``json`` (one JSON object per line: ``ts`` in UTC with milliseconds, ``level``, ``logger``,
+``event`` and the structured fields).  Structured fields travel as ``extra=`` on the log call
+(:data:`FIELDS` names them); the JSON side is python-json-logger's formatter, which serialises
+a stdlib record's extras as they are, so no call site needs a second logging API.
 """
 
 from __future__ import annotations
@@ -18,7 +25,36 @@ import logging
 import sys
 import time
 from collections.abc import Callable, MutableMapping
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pythonjsonlogger.json import JsonFormatter
+
+LogFormat = Literal["text", "json"]
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+# The structured fields, in the order the text format writes them.  Values a client or an
+# upstream controls (reason, path, origin, user, upstream text) are passed through safe().
+FIELDS = (
+    "remote",
+    "user",
+    "method",
+    "path",
+    "status",
+    "bytes",
+    "upstream",
+    "origin",
+    "code",
+    "reason",
+    "duration_ms",
+    "messages_in",
+    "messages_out",
+    "bytes_in",
+    "bytes_out",
+    "dropped",
+)
+# Rendered as the text format's prefix: ``[worker N pid P] [mount session]``.
+_PREFIX_FIELDS = ("worker", "mount", "session")
 
 
 def _escape(char: str) -> str:
@@ -86,26 +122,54 @@ class RateLimit:
 
 
 class SessionLog(logging.LoggerAdapter[logging.Logger]):
-    """Prefixes every message with ``[mount session-id]``."""
+    """Adds ``mount`` and ``session`` to every record (the text format shows them as a
+    ``[mount session-id]`` prefix, the JSON format as fields), merged with the call's own
+    ``extra=``."""
 
     def process(
         self, msg: Any, kwargs: MutableMapping[str, Any]
     ) -> tuple[Any, MutableMapping[str, Any]]:
-        extra = self.extra or {}
-        return f"[{extra.get('mount')} {extra.get('session')}] {msg}", kwargs
+        kwargs["extra"] = {**(self.extra or {}), **(kwargs.get("extra") or {})}
+        return msg, kwargs
 
 
 def session_log(mount: str, session_id: str) -> SessionLog:
     return SessionLog(logging.getLogger("gateway.session"), {"mount": mount, "session": session_id})
 
 
+def _text_value(value: object) -> str:
+    text = value if isinstance(value, str) else str(value)
+    if text and not any(c in text for c in ' ="'):
+        return escape_unprintable(text)
+    # safe() doubled every backslash, so an escaped quote cannot be confused with one.
+    return '"' + escape_unprintable(text.replace('"', '\\"')) + '"'
+
+
 class OneLineFormatter(logging.Formatter):
     """A formatter whose message is always one line: whatever non-printable character a
     message still holds (a field someone forgot to pass through :func:`safe`) is escaped.  A
-    traceback keeps its own line breaks, with every other unprintable character escaped."""
+    traceback keeps its own line breaks, with every other unprintable character escaped.
+
+    The structured fields (:data:`FIELDS`) follow the message as ``key=value`` (quoted when
+    empty or holding a space, ``=`` or ``"``); ``worker``, ``mount`` and ``session`` come
+    first, as a ``[worker N pid P] [mount session]`` prefix."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        record.message = escape_unprintable(record.message)
+        message = escape_unprintable(record.message)
+        fields = record.__dict__
+        pairs = []
+        if fields.get("session") is not None:
+            message = f"[{fields.get('mount')} {fields['session']}] {message}"
+        elif fields.get("mount") is not None:
+            pairs.append(f"mount={_text_value(fields['mount'])}")
+        if "worker" in fields:
+            message = f"[worker {fields['worker']} pid {record.process}] {message}"
+        pairs.extend(
+            f"{name}={_text_value(fields[name])}"
+            for name in FIELDS
+            if name in fields and fields[name] is not None
+        )
+        record.message = " ".join((message, *pairs)) if pairs else message
         return super().formatMessage(record)
 
     def formatException(self, ei: Any) -> str:
@@ -114,15 +178,80 @@ class OneLineFormatter(logging.Formatter):
         )
 
 
-def configure(level: str = "INFO") -> None:
-    """Log to stderr as ``time level logger message``; ``gateway.server`` stays at INFO."""
+class JsonLineFormatter(JsonFormatter):
+    """One JSON object per line: ``ts`` (UTC, milliseconds), ``level``, ``logger``,
+    ``event``, then every structured field the record carries (``extra=``), ``worker`` and
+    ``pid`` in a worker, ``exc_info`` for a traceback.  JSON escapes every control
+    character and, with ``ensure_ascii``, every non-ASCII one, so a line is always one line."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "%(levelname)s %(name)s %(message)s",
+            rename_fields={"levelname": "level", "name": "logger", "message": "event"},
+            json_ensure_ascii=True,
+        )
+
+    def add_fields(
+        self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
+    ) -> None:
+        created = datetime.fromtimestamp(record.created, tz=UTC)
+        log_data["ts"] = created.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        super().add_fields(log_data, record, message_dict)
+        log_data["event"] = escape_unprintable(str(log_data.get("event", "")))
+        for name in [k for k, v in log_data.items() if v is None]:
+            del log_data[name]  # a field not known for this line is left out
+        if "worker" in log_data:
+            log_data["pid"] = record.process
+
+
+def parse_level(text: str) -> str:
+    """``--log-level`` / ``[log] level`` in any case: ``"debug"`` -> ``"DEBUG"``; raises
+    ValueError for anything else (``"warn"`` is taken as ``WARNING``)."""
+    level = text.strip().upper()
+    level = "WARNING" if level == "WARN" else level
+    if level not in LEVELS:
+        raise ValueError(f"expected one of {', '.join(LEVELS)} (any case), got {text!r}")
+    return level
+
+
+def configure(level: str = "INFO", format: LogFormat = "text") -> None:
+    """Log to stderr (``format`` ``text``: ``time level logger: message fields``; ``json``:
+    one object a line); ``gateway.server`` stays at INFO."""
+    level = parse_level(level)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        OneLineFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S")
-    )
+    if format == "json":
+        handler.setFormatter(JsonLineFormatter())
+    else:
+        handler.setFormatter(
+            OneLineFormatter(
+                "%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S"
+            )
+        )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Lifecycle lines (listening on…, draining, stopped) stay visible at any level: tools and
     # people read the bound address from them.
     logging.getLogger("gateway.server").setLevel(min(logging.getLevelName(level), logging.INFO))
+
+
+class Limited:
+    """Rate-limited log lines, one :class:`RateLimit` per kind (``"access"``, ``"refused"``,
+    ...): a flood of one kind never silences another.  :meth:`log` writes the line if its
+    kind allows, with ``dropped=N`` when lines of that kind were dropped since the last."""
+
+    def __init__(self, logger: logging.Logger, limits: dict[str, RateLimit]) -> None:
+        self.logger = logger
+        self.limits = limits
+
+    def log(self, kind: str, level: int, msg: str, *args: object, **fields: object) -> bool:
+        limit = self.limits.get(kind)
+        if limit is None:
+            limit = self.limits[kind] = RateLimit()
+        dropped = limit.allow()
+        if dropped is None:
+            return False
+        if dropped:
+            fields["dropped"] = dropped
+        self.logger.log(level, msg, *args, extra=fields)
+        return True

@@ -89,7 +89,12 @@ async def test_handler_exception_closes_with_1011_logs_session_id_and_spares_oth
     assert len(errors) == 1
     record = errors[0]
     assert record.name == "gateway.session"
-    assert record.getMessage() == f"[test {victim_id}] handler failed; closing with 1011"
+    assert record.getMessage() == "handler failed; closing with 1011"
+    # the session's fields (the text format writes them as a "[test <id>]" prefix)
+    assert (getattr(record, "mount", None), getattr(record, "session", None)) == (
+        "test",
+        victim_id,
+    )
     assert record.exc_info is not None
     assert isinstance(record.exc_info[1], ValueError)
     assert str(record.exc_info[1]) == "boom"

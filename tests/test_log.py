@@ -6,6 +6,7 @@ import io
 import logging
 import sys
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -92,3 +93,99 @@ def test_rate_limit_counts_what_it_drops() -> None:
     now[0] = 60.0
     assert limit.allow() == 3  # the next line written says how many were dropped
     assert limit.allow() == 0
+
+
+# --------------------------------------------------------------------------- formats
+
+
+def _record(msg: str, **extra: object) -> logging.LogRecord:
+    record = logging.LogRecord("gateway.session", logging.INFO, __file__, 1, msg, (), None)
+    record.__dict__.update(extra)
+    return record
+
+
+def test_json_line_has_ts_level_logger_event_and_the_fields() -> None:
+    import json
+
+    from gateway.log import JsonLineFormatter
+
+    record = _record("closed", mount="echo", session="ab12", code=1000, reason="", user=None)
+    record.created = 1_700_000_000.1234
+    out = JsonLineFormatter().format(record)
+    assert "\n" not in out
+    data = json.loads(out)
+    assert data["ts"] == "2023-11-14T22:13:20.123Z"
+    assert (data["level"], data["logger"], data["event"]) == ("INFO", "gateway.session", "closed")
+    assert (data["mount"], data["session"], data["code"], data["reason"]) == (
+        "echo",
+        "ab12",
+        1000,
+        "",
+    )
+    assert "user" not in data  # None fields are left out
+
+
+def test_json_lines_cannot_be_forged() -> None:
+    import json
+
+    from gateway.log import JsonLineFormatter
+
+    out = JsonLineFormatter().format(_record("bye\u2028\n{x", reason="a\u2029\r\nb"))
+    assert len(out.splitlines()) == 1 and out.isascii()
+    data = json.loads(out)
+    assert data["event"] == "bye\\u2028\\x0a{x"  # escaped as in the text format
+    assert data["reason"] == "a\u2029\r\nb"  # JSON's own escapes carry it intact
+
+
+def test_text_line_has_the_prefix_and_the_fields() -> None:
+    formatter = OneLineFormatter("%(message)s")
+    record = _record("closed", mount="echo", session="ab12", code=1001, reason="going away")
+    assert formatter.format(record) == '[echo ab12] closed code=1001 reason="going away"'
+    record = _record("refused handshake", mount="chat", status=403, origin="https://x.test")
+    assert formatter.format(record) == (
+        "refused handshake mount=chat status=403 origin=https://x.test"
+    )
+    worker = _record("listening", worker=2)
+    assert formatter.format(worker).startswith("[worker 2 pid ")
+
+
+def test_log_levels_in_any_case() -> None:
+    from gateway.log import parse_level
+
+    assert parse_level("debug") == "DEBUG"
+    assert parse_level("Warn") == "WARNING"
+    with pytest.raises(ValueError, match="loud"):
+        parse_level("loud")
+
+
+def test_limited_lines_are_limited_per_kind() -> None:
+    from gateway.log import Limited
+
+    now = [0.0]
+    logger = logging.getLogger("tests.limited")
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Keep()
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        lines = Limited(
+            logger,
+            {
+                "a": RateLimit(2, 10.0, clock=lambda: now[0]),
+                "b": RateLimit(1, 10.0, clock=lambda: now[0]),
+            },
+        )
+        written = [lines.log("a", logging.INFO, "a%d", i) for i in range(5)]
+        assert written == [True, True, False, False, False]
+        assert lines.log("b", logging.INFO, "b")  # a flood of "a" never silences "b"
+        now[0] = 11.0
+        assert lines.log("a", logging.INFO, "a again")
+    finally:
+        logger.removeHandler(handler)
+    assert [r.getMessage() for r in records] == ["a0", "a1", "b", "a again"]
+    assert getattr(records[-1], "dropped", None) == 3

@@ -12,12 +12,38 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, ConfigErrors
 
 T = TypeVar("T")
+
+
+class Errors:
+    """Collects :class:`ConfigError` s so one pass reports every problem, not only the
+    first: :meth:`attempt` runs a check and returns its result, or ``fallback`` after noting
+    its error(s); :meth:`check` raises them all at the end."""
+
+    def __init__(self) -> None:
+        self.found: list[ConfigError] = []
+
+    def attempt(self, check: Callable[[], T], fallback: T) -> T:
+        try:
+            return check()
+        except ConfigError as exc:
+            self.add(exc)
+            return fallback
+
+    def add(self, exc: ConfigError) -> None:
+        self.found.extend(exc.errors if isinstance(exc, ConfigErrors) else (exc,))
+
+    def check(self) -> None:
+        if len(self.found) == 1:
+            raise self.found[0]
+        if self.found:
+            raise ConfigErrors(self.found)
+
 
 _TYPE_NAMES = {bool: "bool", int: "int", float: "float", str: "string", dict: "table"}
 
@@ -50,19 +76,25 @@ def build(cls: type[T], data: object, path: str = "", *, ignore: frozenset[str] 
         raise ConfigError(path, f"expected table, got {describe(data)}")
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    errors = Errors()  # every bad key of the table, not only the first
     for key in data:
         if key not in fields and key not in ignore:
             known = ", ".join(sorted(fields))
-            raise ConfigError(join(path, key), f"unknown key (known keys: {known})")
+            errors.add(ConfigError(join(path, key), f"unknown key (known keys: {known})"))
     kwargs: dict[str, Any] = {}
     for name, f in fields.items():
         if name not in data:
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ConfigError(join(path, name), "missing required key")
+                errors.add(ConfigError(join(path, name), "missing required key"))
             continue
-        value = convert(hints[name], data[name], join(path, name))
-        _check_bounds(f, value, join(path, name))
+        try:
+            value = convert(hints[name], data[name], join(path, name))
+            _check_bounds(f, value, join(path, name))
+        except ConfigError as exc:
+            errors.add(exc)
+            continue
         kwargs[name] = value
+    errors.check()
     return cls(**kwargs)
 
 

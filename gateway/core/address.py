@@ -115,3 +115,54 @@ def client_address(peer: IPAddress, headers: Headers, trusted: Sequence[Network]
             return address
         current = address
     return current
+
+
+# -- scheme and host, behind a trusted proxy ---------------------------------------------------
+#
+# A TLS-terminating proxy talks plain HTTP to us: the browser's Origin is https://, and only the
+# proxy knows that.  From a trusted proxy, the scheme and host it says the client used replace
+# ours for the Origin check and the logs; from anyone else the headers mean nothing.
+
+_SCHEMES = {"http": False, "https": True, "ws": False, "wss": True}
+
+
+def _last_value(headers: Headers, name: bytes) -> str | None:
+    """The rightmost list element of header ``name`` (over all its fields): what the proxy
+    nearest to us wrote, since each proxy appends."""
+    value = None
+    for n, v in headers:
+        if n == name:
+            parts = [p.strip() for p in v.decode("latin-1").split(",") if p.strip()]
+            if parts:
+                value = parts[-1]
+    return value
+
+
+def _forwarded_element(headers: Headers) -> dict[str, str]:
+    """The last element of ``Forwarded`` (RFC 7239 §4) as ``{param: value}``, quotes removed
+    (a quoted value holding a comma is not split correctly; proxies write ``proto`` and
+    ``host`` without one)."""
+    element = _last_value(headers, b"forwarded")
+    params: dict[str, str] = {}
+    if element is None:
+        return params
+    for pair in element.split(";"):
+        name, eq, value = pair.partition("=")
+        if eq:
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+            params[name.strip().lower()] = value
+    return params
+
+
+def forwarded_scheme_host(headers: Headers) -> tuple[bool | None, str | None]:
+    """What a trusted proxy says the client asked for: ``(secure, host)``, each ``None`` when
+    not said.  ``Forwarded``'s ``proto``/``host`` (RFC 7239 §5.3, §5.4) win over
+    ``X-Forwarded-Proto``/``X-Forwarded-Host``; a scheme other than http(s)/ws(s) says nothing.
+    The host is returned as sent: the caller validates it as a ``Host`` value."""
+    element = _forwarded_element(headers)
+    proto = element.get("proto") or _last_value(headers, b"x-forwarded-proto")
+    host = element.get("host") or _last_value(headers, b"x-forwarded-host")
+    secure = _SCHEMES.get(proto.lower()) if proto is not None else None
+    return secure, host or None

@@ -14,7 +14,9 @@ in the README ("How a request is answered"):
    tunnel (RFC 9110 §9.3.6), and we are no forward proxy; then a target that is not
    origin-form (``/path?query``) -> 400;
 3. ``Upgrade: websocket`` -> route by path; unknown -> :class:`Destroy` (or 404 if configured);
-   known -> handshake validation (400/405/426) -> Origin (403) -> :class:`Upgrade`;
+   known -> handshake validation (400/405/426) -> Origin (403) -> :class:`Upgrade`; from a
+   trusted proxy (``Policy.trusted``) the Origin is checked against the scheme and host it
+   forwarded (``Forwarded``, ``X-Forwarded-Proto``/``-Host``), else against ours and Host;
 4. the health and readiness paths -> :class:`Health`;
 5. a WebSocket path asked for without the upgrade -> 426 with ``Upgrade: websocket``;
 6. static files (GET/HEAD) -> :class:`Static`, other methods -> 405; no static root -> 404;
@@ -34,6 +36,7 @@ import h11
 
 from gateway.core import handshake, origin
 from gateway.core import headers as hdr
+from gateway.core.address import IPAddress, Network, forwarded_scheme_host, in_networks
 from gateway.core.decisions import (
     Decision,
     Destroy,
@@ -72,6 +75,9 @@ class Policy:
     proxy: ProxyRoutes | None = None  # None: no [proxy], unserved paths are 404
     # server.hosts, normalised (gateway.core.origin.normalize_host_pattern); None: any Host
     hosts: tuple[str, ...] | None = None
+    # server.trusted_proxies (+ proxy.trusted_proxies): their X-Forwarded-Proto/-Host and
+    # Forwarded give the scheme and host the Origin check uses
+    trusted: tuple[Network, ...] = ()
 
 
 NOT_FOUND = Reject(404, "not found")
@@ -81,8 +87,15 @@ ALLOW_OWN = "GET, HEAD"
 ALLOW_PROXIED = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 
 
-def classify(request: h11.Request, policy: Policy, *, secure: bool = False) -> Decision:
-    """Decide what to do with ``request``; see the module docstring for the order."""
+def classify(
+    request: h11.Request,
+    policy: Policy,
+    *,
+    secure: bool = False,
+    peer: IPAddress | None = None,
+) -> Decision:
+    """Decide what to do with ``request`` from ``peer`` (the TCP peer's address, when known);
+    see the module docstring for the order."""
     if not request.http_version.startswith(b"1."):
         # RFC 9110 §2.5, §15.6.6: only major version 1 is ours; a higher minor is read as 1.1.
         return Reject(505, "HTTP version not supported", close=True)
@@ -103,7 +116,7 @@ def classify(request: h11.Request, policy: Policy, *, secure: bool = False) -> D
     path = raw_path.decode("ascii", "replace")  # h11 only lets visible ASCII through
 
     if handshake.is_websocket_upgrade(request):
-        return _upgrade(request, policy, path, raw_query.decode("ascii", "replace"), secure)
+        return _upgrade(request, policy, path, raw_query.decode("ascii", "replace"), secure, peer)
 
     if path == policy.health_path:
         return Health(ready=False)
@@ -168,7 +181,14 @@ def _check_framing(request: h11.Request) -> Reject | None:
     return None
 
 
-def _upgrade(request: h11.Request, policy: Policy, path: str, query: str, secure: bool) -> Decision:
+def _upgrade(
+    request: h11.Request,
+    policy: Policy,
+    path: str,
+    query: str,
+    secure: bool,
+    peer: IPAddress | None,
+) -> Decision:
     match = policy.router.match(path)
     if match is None:
         # Nobody serves this path: like ws's noServer pattern, destroy the socket so no plugin
@@ -180,9 +200,17 @@ def _upgrade(request: h11.Request, policy: Policy, path: str, query: str, secure
     if isinstance(info, Reject):
         return info
     mount = match.target
+    host = info.host
+    if peer is not None and policy.trusted and in_networks(peer, policy.trusted):
+        # Behind a trusted (TLS-terminating) proxy: the scheme and host the client used.
+        forwarded_secure, forwarded_host = forwarded_scheme_host(request.headers)
+        if forwarded_secure is not None:
+            secure = forwarded_secure
+        if forwarded_host is not None and handshake.valid_host(forwarded_host.encode("latin-1")):
+            host = forwarded_host
     denied = origin.check(
         info.origin,
-        host=info.host,
+        host=host,
         secure=secure,
         allowed=mount.origins,
         require=mount.require_origin,

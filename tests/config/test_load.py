@@ -121,3 +121,31 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
 )
 def test_parse_listen(address: str, parsed: tuple[str, int]) -> None:
     assert parse_listen(address) == parsed
+
+
+def test_every_error_is_reported_not_only_the_first() -> None:
+    from gateway.errors import ConfigErrors
+
+    data = {
+        "server": {"lisen": 1, "shutdown_timeout": "x"},
+        "http": {"max_headers": 0},
+        "nonsense": {},
+        "plugins": {
+            "a": {"path": "/a"},
+            "b": {"path": "/b", "use": "plugins.echo:echo", "max_message_size": "big"},
+        },
+        "log": {"level": "loud"},
+    }
+    with pytest.raises(ConfigErrors) as caught:
+        parse(data)
+    paths = [error.path for error in caught.value.errors]
+    assert paths == [
+        "nonsense",
+        "server.lisen",
+        "server.shutdown_timeout",
+        "http.max_headers",
+        "plugins.a.use",
+        "plugins.b.max_message_size",
+        "log.level",
+    ]
+    assert len(str(caught.value).splitlines()) == len(paths)

@@ -117,3 +117,24 @@ def test_any_header_gives_an_address_from_the_chain_or_the_peer(
     assert client in chain | {peer, peer4}
     if not in_networks(peer, TRUSTED):
         assert client in (peer, peer4)  # an untrusted peer is never taken at its word
+
+
+# --------------------------------------------------------------------------- scheme and host
+
+
+def test_forwarded_scheme_and_host() -> None:
+    from gateway.core.address import forwarded_scheme_host
+
+    assert forwarded_scheme_host([]) == (None, None)
+    assert forwarded_scheme_host(
+        [(b"x-forwarded-proto", b"https"), (b"x-forwarded-host", b"chat.example.com")]
+    ) == (True, "chat.example.com")
+    # The rightmost value: what the proxy next to us wrote (each proxy appends).
+    assert forwarded_scheme_host([(b"x-forwarded-proto", b"http, https")]) == (True, None)
+    assert forwarded_scheme_host([(b"x-forwarded-proto", b"gopher")]) == (None, None)
+    # RFC 7239 wins over the X- headers; quoted values unquoted.
+    headers = [
+        (b"x-forwarded-proto", b"http"),
+        (b"forwarded", b'for=1.2.3.4;proto=http, for=5.6.7.8;proto=https;host="gw.test:8443"'),
+    ]
+    assert forwarded_scheme_host(headers) == (True, "gw.test:8443")

@@ -199,3 +199,39 @@ def test_head_limits_are_checked_after_parsing(req: h11.Request, expected: int |
     else:
         assert status(d) == expected
         assert isinstance(d, Reject) and d.close
+
+
+def test_origin_behind_a_trusted_proxy_uses_the_forwarded_scheme_and_host() -> None:
+    import ipaddress
+
+    import h11
+
+    from gateway.core.address import parse_networks
+    from gateway.core.decisions import MountRoute
+    from gateway.core.frontdoor import Policy, classify
+    from gateway.core.routing import Router, Template
+
+    policy = Policy(
+        router=Router([(Template.parse("/ws"), MountRoute("ws", None, False))]),
+        trusted=parse_networks(["10.0.0.0/8"]),
+    )
+    request = h11.Request(
+        method="GET",
+        target="/ws",
+        headers=[
+            ("Host", "10.1.2.3:8080"),
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("Sec-WebSocket-Version", "13"),
+            ("Origin", "https://chat.example.com"),
+            ("X-Forwarded-Proto", "https"),
+            ("X-Forwarded-Host", "chat.example.com"),
+        ],
+    )
+    proxy = ipaddress.ip_address("10.0.0.5")
+    stranger = ipaddress.ip_address("192.0.2.1")
+    assert type(classify(request, policy, peer=proxy)).__name__ == "Upgrade"
+    refused = classify(request, policy, peer=stranger)
+    assert type(refused).__name__ == "Reject" and refused.status == 403  # type: ignore[union-attr]
+    assert type(classify(request, policy)).__name__ == "Reject"  # no peer known: no trust

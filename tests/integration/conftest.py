@@ -48,7 +48,7 @@ TEST_SECRET = "integration-test-secret-0123456789"
 TIMEOUT = 10.0  # seconds: no single client step may take longer
 STARTUP_DEADLINE = 20.0  # seconds until a gateway subprocess must have logged its address
 STOP_TIMEOUT = 15.0  # seconds between SIGTERM and SIGKILL
-LISTENING = re.compile(r"listening on (http://\S+)")
+LISTENING = re.compile(r"listening on (https?://[^\s\"]+)")  # text or JSON lines
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
 PLUGINS_MODULE = "tests.integration.wire_plugins"
 

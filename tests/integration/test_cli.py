@@ -167,8 +167,10 @@ def test_serve_refuses_a_bad_listen_override() -> None:
 def test_sign_cookie_prints_a_cookie_verify_accepts() -> None:
     result = cli("sign-cookie", "--user", "alice", env={"GATEWAY_SECRET": TEST_SECRET})
     assert result.returncode == 0, result.stderr
-    value = result.stdout.strip()
-    assert result.stdout == value + "\n"
+    line = result.stdout.strip()
+    assert result.stdout == line + "\n"
+    name, _, value = line.partition("=")
+    assert name == "gateway_session"  # ready for a Cookie header
     principal = cookies.verify(cookies.KeyRing.parse(TEST_SECRET), value, time.time(), 86400)
     assert isinstance(principal, cookies.Principal), principal
     assert principal.user == "alice"
@@ -178,7 +180,7 @@ def test_sign_cookie_prints_a_cookie_verify_accepts() -> None:
 
 def test_sign_cookie_without_secret_fails_clearly() -> None:
     result = cli("sign-cookie", "--user", "alice")
-    assert result.returncode != 0
+    assert result.returncode == EXIT_CONFIG  # like every other configuration error
     assert result.stdout == ""
     assert "GATEWAY_SECRET" in result.stderr
     assert "not set" in result.stderr
@@ -234,3 +236,60 @@ def test_sigterm_closes_open_websockets_with_1001_and_exits_0() -> None:
         assert log.rstrip().endswith("gateway.server: stopped")
     finally:
         process.stop()
+
+
+def test_version() -> None:
+    result = cli("--version")
+    assert result.returncode == 0
+    assert re.fullmatch(r"gateway \d+\.\d+\.\d+\S*\n", result.stdout), result.stdout
+
+
+def test_check_lists_every_error(tmp_path: Path) -> None:
+    changes = {"server.lisen": 1, "http.max_headers": 0, "plugins.echo.max_fragments": "x"}
+    config = write_config(tmp_path / "bad.toml", config_data(changes))
+    result = cli("check", "--config", str(config))
+    assert result.returncode == EXIT_CONFIG
+    for path in ("server.lisen", "http.max_headers", "plugins.echo.max_fragments"):
+        assert path in result.stderr, result.stderr
+
+
+def test_check_resolves_listen_hosts_and_warns_without_mounts(tmp_path: Path) -> None:
+    unresolvable = {"server.listen": ["no-such-host.invalid:8080"]}
+    config = write_config(tmp_path / "dns.toml", config_data(unresolvable))
+    result = cli("check", "--config", str(config))
+    assert result.returncode == EXIT_CONFIG
+    assert "server.listen[0]: cannot resolve 'no-such-host.invalid'" in result.stderr
+    empty = write_config(tmp_path / "empty.toml", {"server": {"listen": ["127.0.0.1:0"]}})
+    result = cli("check", "--config", str(empty))
+    assert result.returncode == 0, result.stderr
+    assert "warning: no [plugins.NAME] tables" in result.stderr
+
+
+def test_a_port_in_use_names_the_address_and_is_not_a_config_error() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        result = cli("serve", "--listen", address)
+    assert result.returncode == 1
+    assert f"cannot listen on {address}: address already in use" in result.stderr
+    assert "--listen" in result.stderr
+    assert "config error" not in result.stderr
+
+
+def test_serve_announces_its_mounts_and_url_once() -> None:
+    process = GatewayProcess(["serve", "--listen", "127.0.0.1:0"])
+    try:
+        url = process.wait_ready()
+        deadline = time.monotonic() + TIMEOUT
+        while not any("open http" in line for line in process.lines):
+            assert time.monotonic() < deadline, process.log()
+            time.sleep(0.02)
+    finally:
+        process.stop()
+    serving = [line for line in process.lines if "serving " in line and " mounts: " in line]
+    assert len(serving) == 1
+    assert f"echo ws{url.removeprefix('http')}/echo" in serving[0]
+    assert sum(f"open {url}/ in a browser" in line for line in process.lines) == 1

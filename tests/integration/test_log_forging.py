@@ -9,6 +9,7 @@ import struct
 import pytest
 import trio
 
+from gateway.log import OneLineFormatter
 from tests.integration.conftest import (
     OP_CLOSE,
     TIMEOUT,
@@ -37,8 +38,14 @@ async def test_a_close_reason_cannot_forge_log_lines(
             opcode, _, _ = await client.read_frame()
             assert opcode == OP_CLOSE
 
+    formatter = OneLineFormatter("%(levelname)s %(name)s: %(message)s")
+
     def closed_lines() -> list[str]:
-        return [r.getMessage() for r in caplog.records if "closed 1000" in r.getMessage()]
+        return [
+            formatter.format(r)
+            for r in caplog.records
+            if r.getMessage() == "closed" and getattr(r, "code", None) == 1000
+        ]
 
     await wait_until(lambda: bool(closed_lines()), "the session's closed line")
     (line,) = closed_lines()
