@@ -171,21 +171,11 @@ def forwarded_headers(
         for n, v in request.headers
         if n in ("cookie", "authorization")
     ]
-    headers.append((b"x-forwarded-for", client_address(request.remote).encode("ascii")))
+    if request.remote is not None:  # the client's address (the forwarded one's, if so)
+        headers.append((b"x-forwarded-for", request.remote.host.encode("ascii")))
     headers.append((b"x-forwarded-proto", proto.encode("ascii")))
     headers.append((b"connection", b"close"))
     return headers
-
-
-def client_address(remote: str) -> str:
-    """``"1.2.3.4:5678"`` → ``"1.2.3.4"``, ``"[::1]:5678"`` → ``"::1"``; ``"-"`` stays; a
-    bare address (``session.remote`` for a client behind a trusted proxy) stays as it is."""
-    if ":" not in remote or (remote.count(":") > 1 and not remote.startswith("[")):
-        return remote  # "1.2.3.4", "2001:db8::7" (no port), "-"
-    host, colon, _port = remote.rpartition(":")
-    if not colon:
-        return remote
-    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
 
 
 async def fetch(url: AuthURL, headers: list[tuple[bytes, bytes]], user_header: str) -> Answer:

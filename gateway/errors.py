@@ -1,13 +1,39 @@
 """One exception tree for the whole gateway.
 
-Decisions in the pure core are returned as values (:class:`gateway.http.responses.Reject`);
+Decisions in the pure core are returned as values (:class:`gateway.core.decisions.Reject`);
 exceptions here unwind.  Each third-party library's errors are translated into these at exactly
-one boundary, so callers never need to know whether h11, wsproto or the OS raised.
+one boundary, so callers never need to know whether h11, trio-websocket or the OS raised.
+
+The tree (``tests/test_errors.py`` keeps it true: every exception class of this module is here,
+under its base)::
+
+    GatewayError                    every error the gateway raises on purpose
+        ConfigError                 an invalid config, with its key path
+            ConfigErrors            several, found in one pass (gateway check)
+            PluginLoadError         a plugin that cannot be imported or is no plugin
+        ListenError                 an address that cannot be bound
+        Refused                     a request answered with a refusal (a Reject), not served
+        CloseSession                a handler closing its WebSocket with a code and reason
+        WebSocketError              the WebSocket engine's own errors
+            WebSocketProtocolError  the peer broke RFC 6455 or a limit (fails with its code)
+            InvalidState            a frame asked of the protocol in a state that forbids it
+            StreamLost              the stream failed, or a slow consumer's frames were dropped
+            MessageTypeError        a message that is neither str nor bytes (also TypeError,
+                                    ValueError)
+        UpstreamError               the legacy site failed (502)
+            UpstreamTimeout         ... or did not answer in time (504)
+
+What a handler sees when its peer closes is trio-websocket's ``ConnectionClosed`` (re-exported
+by :mod:`gateway.api`), not a class of this tree: the engine keeps trio-websocket's interface.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gateway.core.decisions import Reject
 
 
 class GatewayError(Exception):
@@ -46,6 +72,17 @@ class ListenError(GatewayError):
 
 class PluginLoadError(ConfigError):
     """A plugin named by ``use = "module:attr"`` could not be imported or is not a plugin."""
+
+
+class Refused(GatewayError):
+    """A request is answered with ``reject`` (its status, detail and headers) instead of being
+    served: a WebSocket handshake refused before the 101 (capacity, auth, a plugin's veto), or
+    a request the proxy cannot forward (a body too large, malformed or too slow).  Raised by the
+    I/O shells, caught where the answer is written."""
+
+    def __init__(self, reject: Reject) -> None:
+        self.reject = reject
+        super().__init__(f"{reject.status} {reject.detail}")
 
 
 class CloseSession(GatewayError):

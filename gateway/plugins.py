@@ -4,6 +4,9 @@ Import by dotted path with :mod:`importlib` and ``getattr`` (never ``eval``).  A
 either an ``async def handler(ws, session)`` (takes no options) or a :class:`gateway.api.Plugin`
 subclass, whose ``options`` table is validated against its ``options_type`` dataclass so every
 error names the key path (``plugins.chat.options.max_members: expected int, got string``).
+A plugin's ``path_params`` (the ``{name}`` segments its handler reads) must all be in the
+mount's path: ``plugins.shout.path: '/shout/{room}' has no {channel} segment, which
+myapp.shout:Shout needs``, at ``gateway check``, not as a 1011 at the first connection.
 """
 
 from __future__ import annotations
@@ -11,11 +14,13 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, is_dataclass
 from typing import Any
 
 from gateway.api import Handler, NoOptions, Plugin
 from gateway.config.validate import build
+from gateway.core.routing import Template
 from gateway.errors import ConfigError, PluginLoadError
 from gateway.mount import Mount
 
@@ -73,13 +78,37 @@ def load(mount: Mount) -> LoadedPlugin:
             raise PluginLoadError(
                 f"{where}.use", f"{obj.__name__}() failed: {type(exc).__name__}: {exc}"
             ) from exc
+        check_path_params(mount, instance.path_params)
         mount.plugin = instance
         return LoadedPlugin(instance.handle, instance)
     if inspect.iscoroutinefunction(obj):
         build(NoOptions, config.options, f"{where}.options")  # any key is an error
+        check_path_params(mount, getattr(obj, "path_params", ()))
         mount.plugin = obj
         return LoadedPlugin(obj, None)
     raise PluginLoadError(
         f"{where}.use",
         f"{config.use!r} is neither an async function (ws, session) nor a gateway.api.Plugin",
     )
+
+
+def check_path_params(mount: Mount, needed: Iterable[str]) -> None:
+    """Refuse a mount whose path template lacks a parameter its plugin declared it reads
+    (``Plugin.path_params``, or a ``path_params`` attribute on a function plugin)."""
+    config = mount.config
+    if isinstance(needed, str):  # ("room") written for ("room",): a str is no list of names
+        raise PluginLoadError(
+            f"plugins.{config.name}.use",
+            f"{config.use}.path_params must be a tuple of names, got {needed!r}",
+        )
+    needed = tuple(needed)
+    have = Template.parse(config.path).params
+    missing = [name for name in needed if name not in have]
+    if missing:
+        segments = ", ".join(f"{{{name}}}" for name in missing)
+        plural = "segments" if len(missing) > 1 else "segment"
+        raise ConfigError(
+            f"plugins.{config.name}.path",
+            f"{config.path!r} has no {segments} {plural}, which {config.use} needs "
+            f"(its path_params: {', '.join(needed)})",
+        )

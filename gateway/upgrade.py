@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
+import ipaddress
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -24,14 +26,15 @@ import trio
 from trio_websocket import ConnectionClosed
 
 from gateway import auth
-from gateway.api import Accept, Handler, Session, UpgradeRequest
+from gateway.api import Accept, Address, Handler, Session, UpgradeRequest
 from gateway.app import App, MountRuntime
 from gateway.config.schema import WebSocketConfig
 from gateway.core import handshake
 from gateway.core import headers as hdr
 from gateway.core.decisions import REASONS, Reject, Upgrade
 from gateway.errors import CloseSession
-from gateway.log import safe
+from gateway.errors import Refused as Refused  # the one Refused; http11 catches it here
+from gateway.log import RateLimit, safe
 from gateway.ws import deflate
 from gateway.ws.connection import Limits, WebSocketConnection
 from gateway.ws.deflate import DeflateParams
@@ -39,14 +42,10 @@ from gateway.ws.deflate import DeflateParams
 log = logging.getLogger("gateway.upgrade")
 
 INTERNAL_ERROR = 1011
-
-
-class Refused(Exception):
-    """The handshake ends with this response instead of a 101."""
-
-    def __init__(self, reject: Reject) -> None:
-        self.reject = reject
-        super().__init__(reject.status, reject.detail)
+# A plugin's check() that fails answers 500 (never a dropped connection) and is logged,
+# rate-limited: a client can trigger it at will.
+CHECK_FAILED = Reject(500, "internal error", close=True)
+_check_failures = RateLimit()
 
 
 @dataclass(frozen=True)
@@ -59,10 +58,14 @@ class Admission:
     compression: DeflateParams | None
 
 
-async def prepare(app: App, decision: Upgrade, request: h11.Request, remote: str) -> Admission:
-    """Run the admission checks after the pure front door: capacity, auth, the plugin's veto.
+async def prepare(
+    app: App, decision: Upgrade, request: h11.Request, remote: Address | str | None
+) -> Admission:
+    """Run the admission checks after the pure front door: capacity, auth, the plugin's veto
+    (awaited when it is a coroutine).
 
-    Returns the :class:`Admission`; raises :class:`Refused` with the answer otherwise.
+    ``remote`` is the client's :class:`Address` (the forwarded client's behind a trusted
+    proxy).  Returns the :class:`Admission`; raises :class:`Refused` with the answer otherwise.
     """
     runtime = app.mounts[decision.mount.name]
     mount = runtime.mount
@@ -72,28 +75,32 @@ async def prepare(app: App, decision: Upgrade, request: h11.Request, remote: str
         raise Refused(Reject(503, "endpoint at capacity", (("Retry-After", "1"),), close=True))
     info = decision.handshake
     upgrade_request = UpgradeRequest(
-        mount=mount.name,
+        id=secrets.token_hex(6),  # the session's, if accepted
+        mount=mount,
         path=decision.path,
         params=decision.params,
         query=decision.query,
         headers=tuple((hdr.text(n), hdr.text(v)) for n, v in request.headers),
         origin=info.origin,
-        remote=remote,
+        remote=remote if not isinstance(remote, str) else _address(remote),
         subprotocols=info.subprotocols,
+        subprotocol=handshake.choose_subprotocol(info.subprotocols, mount.settings.subprotocols),
     )
     principal = await auth.authenticate(mount.settings.auth, runtime.authenticator, upgrade_request)
     if isinstance(principal, Reject):
         raise Refused(principal)
     upgrade_request = _with_principal(upgrade_request, principal)
     extra: tuple[tuple[str, str], ...] = ()
+    subprotocol = upgrade_request.subprotocol
     instance = runtime.plugin.instance
     if instance is not None:
-        verdict = instance.check(upgrade_request)
+        verdict = await _check(instance.check, upgrade_request)
         if isinstance(verdict, Reject):
             raise Refused(verdict)
         if isinstance(verdict, Accept):
             extra = verdict.headers
-    subprotocol = handshake.choose_subprotocol(info.subprotocols, mount.settings.subprotocols)
+            if verdict.chooses_subprotocol:
+                subprotocol = _chosen(verdict, upgrade_request)
     response_headers = [
         (b"upgrade", b"websocket"),
         (b"connection", b"Upgrade"),
@@ -115,6 +122,58 @@ async def prepare(app: App, decision: Upgrade, request: h11.Request, remote: str
 
 def _with_principal(request: UpgradeRequest, principal: object) -> UpgradeRequest:
     return dataclasses.replace(request, principal=principal)
+
+
+async def _check(
+    check: Callable[[UpgradeRequest], object], request: UpgradeRequest
+) -> Reject | Accept | None:
+    """The plugin's verdict: its check called, and awaited if it returned an awaitable.  A
+    check that raises, or returns something else, is a plugin bug: 500, logged."""
+    try:
+        verdict = check(request)
+        if inspect.isawaitable(verdict):
+            verdict = await verdict
+    except Exception as exc:
+        _check_failed(request, f"raised {type(exc).__name__}: {exc}", exc)
+        raise Refused(CHECK_FAILED) from None
+    if verdict is None or isinstance(verdict, Reject | Accept):
+        return verdict
+    _check_failed(request, f"returned {type(verdict).__name__}, not Reject, Accept or None")
+    raise Refused(CHECK_FAILED)
+
+
+def _chosen(verdict: Accept, request: UpgradeRequest) -> str | None:
+    """The subprotocol a check chose: one the client offered, or none (RFC 6455 §4.2.2)."""
+    chosen = verdict.subprotocol
+    if chosen is None or (isinstance(chosen, str) and chosen in request.subprotocols):
+        return chosen
+    _check_failed(request, f"chose subprotocol {chosen!r}, which the client did not offer")
+    raise Refused(CHECK_FAILED)
+
+
+def _check_failed(request: UpgradeRequest, what: str, exc: Exception | None = None) -> None:
+    dropped = _check_failures.allow()
+    if dropped is not None:
+        more = f" ({dropped} more not logged)" if dropped else ""
+        request.log.error("check() %s; answered 500%s", safe(what), more, exc_info=exc)
+
+
+def _address(text: str) -> Address | None:
+    """The HTTP side's text form of the client's address (``"1.2.3.4:5678"``, ``"[::1]:5678"``,
+    a forwarded client's bare address, ``"-"`` for none) as an :class:`Address`."""
+    try:
+        return Address(str(ipaddress.ip_address(text)))  # bare: a forwarded client
+    except ValueError:
+        pass
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        return None
+    return Address(host.removeprefix("[").removesuffix("]"), int(port))
+
+
+def remote_text(remote: Address | None) -> str:
+    """The client's address for a log line (``"-"``: unknown)."""
+    return "-" if remote is None else str(remote)
 
 
 async def switch(
@@ -187,7 +246,7 @@ def open_session(
         compression=admission.compression,
     )
     session = Session(
-        id=secrets.token_hex(6),
+        id=request.id,
         mount=mount,
         path=request.path,
         params=request.params,
@@ -196,6 +255,7 @@ def open_session(
         origin=request.origin,
         remote=request.remote,
         subprotocol=admission.subprotocol,
+        subprotocols=request.subprotocols,
         header_block=handover.header_block,
     )
     handler_task = functools.partial(call_handler, runtime.plugin.handler, ws, session)

@@ -2,7 +2,10 @@
 
 Clients send plain text; every client in the same room (not other rooms) receives JSON:
 ``{"type": "message", "room", "user", "text"}``, plus ``join``/``leave`` notices with the
-member count when ``announce`` is on.  With ``[broker]`` a room spans every gateway process:
+member count when ``announce`` is on (a ``join`` also says ``max_message_chars``, so a page
+can set its input's ``maxlength``).  A sender whose text was cut gets ``{"type": "cut",
+"max_message_chars", "dropped"}`` (how many characters were left out) after the message.
+With ``[broker]`` a room spans every gateway process:
 the member count in the notices is the cluster-wide one, and ``max_members`` applies to the
 whole cluster (a join that would pass it is closed with 1013).  Text is cut to
 ``max_message_chars`` characters (the classic example cut at 50).  A broadcast only queues the
@@ -23,8 +26,16 @@ import json
 from dataclasses import dataclass, field
 from typing import Literal
 
-from gateway.api import CloseSession, Plugin, Reject, Session, UpgradeRequest, WebSocketConnection
-from gateway.mount import Group
+from gateway.api import (
+    CloseSession,
+    Group,
+    Mount,
+    Plugin,
+    Reject,
+    Session,
+    UpgradeRequest,
+    WebSocketConnection,
+)
 
 
 @dataclass(frozen=True)
@@ -38,6 +49,12 @@ class ChatOptions:
 
 class Chat(Plugin[ChatOptions]):
     options_type = ChatOptions
+
+    def __init__(self, options: ChatOptions, mount: Mount) -> None:
+        super().__init__(options, mount)
+        # JSON messages name their room: the mount's path must have one.  The classic text
+        # relay does not (a mount without {room} is one room).
+        self.path_params = ("room",) if options.format == "json" else ()
 
     def check(self, request: UpgradeRequest) -> Reject | None:
         room = request.params.get("room", "")
@@ -69,12 +86,17 @@ class Chat(Plugin[ChatOptions]):
                     if not isinstance(message, str):
                         await ws.send_message(json.dumps({"type": "error", "text": "text only"}))
                         continue
-                    text = message[: self.options.max_message_chars]
+                    limit = self.options.max_message_chars
+                    text = message[:limit]
                     room.broadcast(
                         json.dumps(
                             {"type": "message", "room": room_name, "user": user, "text": text}
                         )
                     )
+                    if len(message) > limit:  # say so to the sender only
+                        dropped = len(message) - limit
+                        cut = {"type": "cut", "max_message_chars": limit, "dropped": dropped}
+                        await ws.send_message(json.dumps(cut))
         finally:
             # Counted after leaving, in every process (this also takes back the place a
             # refused join had counted); sent to whoever is in the room now (the group object
@@ -112,9 +134,15 @@ class Chat(Plugin[ChatOptions]):
 
     def _notice(self, room: Group, kind: str, user: str, members: int) -> None:
         if self.options.announce:
-            room.broadcast(
-                json.dumps({"type": kind, "room": room.name, "user": user, "members": members})
-            )
+            notice: dict[str, object] = {
+                "type": kind,
+                "room": room.name,
+                "user": user,
+                "members": members,
+            }
+            if kind == "join":
+                notice["max_message_chars"] = self.options.max_message_chars
+            room.broadcast(json.dumps(notice))
 
 
 def _user(session: Session) -> str:

@@ -21,17 +21,17 @@ line naming the upstream URL, at most one line per kind of fault per upstream ev
 1014 "Bad Gateway", but wsproto, and so trio-websocket and the gateway's own test client,
 reject 1014 as an unknown reserved code: 1011 is understood by every client.)
 
-**Subprotocols — the honest design.**  End-to-end negotiation would need the upstream's choice
-before the client's 101, but the 101 is sent before a handler runs, and the only hook before
-it (:meth:`Plugin.check`) is synchronous, so it cannot connect upstream.  Opening the upstream
-connection in an async authenticator would work, but would hand a connection across two hooks
-with nothing to clean it up if the handshake then fails.  So the mount's ``subprotocols`` key
-is the contract: list there what the upstream speaks (in preference order); the gateway
-negotiates with the client from that list as for any mount, and the relay then offers the
-upstream exactly the subprotocol the client was given (none if none).  If the upstream does
-not accept that very subprotocol, both legs could not agree: the upstream is closed and the
-client gets 1011 ``"upstream refused subprotocol"``.  A mount without ``subprotocols`` accepts
-none from the client and offers none upstream.
+**Subprotocols are negotiated end to end, before the client's 101.**  When the client offers
+subprotocols, the relay's :meth:`Relay.check` (a coroutine) connects upstream first and offers
+it the client's list (only those in the mount's ``subprotocols``, in that order, when the mount
+has that key); the client's 101 then carries exactly the upstream's choice (none if it chose
+none), so both legs always agree.  The connection it opened is the one the session then uses:
+it is kept for the handler under the handshake's id (``request.id`` is ``session.id``), its
+reader task in the plugin's lifespan nursery, and closed (1001) if the handshake never becomes
+a session (the client left, the mount filled up) within ``handshake_timeout``.  An upstream
+that fails at that point is answered **502** (the handshake is refused: no 101 yet, so no
+WebSocket close code to send), with the same rate-limited warning.  A client that offers no
+subprotocol is connected upstream by the handler, after its 101, as before.
 
 Options: ``url`` (required, ``ws://`` or ``wss://``), ``forward_origin`` (false: send the
 client's ``Origin`` upstream), ``forward_cookies`` (false: send the client's ``Cookie``
@@ -49,6 +49,8 @@ from __future__ import annotations
 
 import logging
 import ssl
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -56,16 +58,27 @@ import h11
 import trio
 import trio_websocket
 import wsproto.utilities
-from trio_websocket import CloseReason, ConnectionClosed
 from wsproto.connection import ConnectionState
 
-from gateway.api import CloseSession, Plugin, Session, WebSocketConnection
-from gateway.auth_upstream import client_address
-from gateway.errors import ConfigError, is_sendable_close_code
-from gateway.log import safe
-from gateway.mount import Mount
+from gateway.api import (
+    Accept,
+    CloseReason,
+    CloseSession,
+    ConfigError,
+    ConnectionClosed,
+    Mount,
+    Plugin,
+    Reject,
+    Session,
+    UpgradeRequest,
+    WebSocketConnection,
+    is_sendable_close_code,
+    safe,
+)
 
 BAD_GATEWAY = 1011  # see the module docstring for why not 1014
+# Before the 101 (check()), an upstream fault is an HTTP answer (RFC 9110 §15.6.3).
+BAD_GATEWAY_RESPONSE = Reject(502, "bad gateway", close=True)
 CLOSE_TIMEOUT = 5.0  # seconds for the upstream's closing handshake
 WARN_INTERVAL = 60.0  # seconds: at most one warning per kind of upstream fault in this long
 # What trio-websocket's reader task raises when the upstream's handshake response is malformed
@@ -101,6 +114,15 @@ class Fault:
 
     kind: str  # one rate-limited warning per kind
     detail: str  # upstream-controlled text is escaped (gateway.log.safe) when logged
+
+
+@dataclass
+class Claim:
+    """An upstream connection check() opened, waiting for its session's handler."""
+
+    upstream: trio_websocket.WebSocketConnection
+    stream: trio.abc.Stream
+    taken: trio.Event = field(default_factory=trio.Event)
 
 
 class Throttle:
@@ -145,6 +167,19 @@ class Relay(Plugin[RelayOptions]):
         self._host_header = parts.netloc if not default_port else parts.hostname
         self._resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         self._throttle = Throttle()
+        self._nursery: trio.Nursery | None = None  # the lifespan's: negotiated upstreams
+        self._claims: dict[str, Claim] = {}  # by handshake id (= session id)
+
+    @asynccontextmanager
+    async def lifespan(self) -> AsyncIterator[None]:
+        """A nursery for the reader tasks of the upstreams check() negotiates with."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            try:
+                yield
+            finally:
+                self._nursery = None
+                nursery.cancel_scope.cancel()  # unclaimed upstreams: closed by cancellation
 
     def warn(self, log: logging.LoggerAdapter[logging.Logger], fault: Fault) -> None:
         """One WARNING line naming the upstream, rate-limited per kind of fault."""
@@ -154,22 +189,106 @@ class Relay(Plugin[RelayOptions]):
         more = f" ({skipped} more since the last report)" if skipped else ""
         log.warning("upstream %s %s%s", safe(self.options.url), safe(fault.detail), more)
 
-    def upstream_headers(self, session: Session) -> list[tuple[bytes, bytes]]:
-        """The extra headers of the upstream handshake for ``session``."""
-        headers = [(b"X-Forwarded-For", client_address(session.remote).encode("ascii"))]
-        if self.options.forward_origin and session.origin is not None:
-            headers.append((b"Origin", session.origin.encode("latin-1")))
+    def upstream_headers(self, client: Session | UpgradeRequest) -> list[tuple[bytes, bytes]]:
+        """The extra headers of the upstream handshake for a session (or its handshake)."""
+        headers = []
+        if client.remote is not None:
+            headers.append((b"X-Forwarded-For", client.remote.host.encode("ascii")))
+        if self.options.forward_origin and client.origin is not None:
+            headers.append((b"Origin", client.origin.encode("latin-1")))
         if self.options.forward_cookies:
             headers += [
-                (b"Cookie", v.encode("latin-1")) for n, v in session.headers if n == "cookie"
+                (b"Cookie", v.encode("latin-1")) for n, v in client.headers if n == "cookie"
             ]
         return headers
 
+    def offer(self, request: UpgradeRequest) -> tuple[str, ...]:
+        """The subprotocols to offer upstream: the client's, filtered by (and in the order of)
+        the mount's ``subprotocols`` when it has that key."""
+        allowed = self.mount.settings.subprotocols
+        if not allowed:
+            return request.subprotocols
+        return tuple(p for p in allowed if p in request.subprotocols)
+
+    async def check(self, request: UpgradeRequest) -> Accept | Reject | None:
+        """Negotiate the subprotocol with the upstream before the client's 101 (module doc)."""
+        offer = self.offer(request)
+        if not offer or self._nursery is None:
+            return None  # nothing to negotiate: the handler connects after the 101
+        try:
+            with trio.fail_after(self.options.connect_timeout):
+                claim: Claim = await self._nursery.start(
+                    self._negotiated, offer, self.upstream_headers(request), request.id
+                )
+        except (OSError, trio.TooSlowError) as exc:
+            self.warn(request.log, Fault("unreachable", f"is unreachable or too slow: {exc!r}"))
+            return BAD_GATEWAY_RESPONSE
+        except ExceptionGroup as group:
+            faults, rest = group.split(_HANDSHAKE_FAULTS)
+            if rest is not None or faults is None:
+                raise
+            self.warn(request.log, _handshake_fault(_first(faults)))
+            return BAD_GATEWAY_RESPONSE
+        self._claims[request.id] = claim
+        return Accept(subprotocol=claim.upstream.subprotocol)
+
+    async def _negotiated(
+        self,
+        offer: Sequence[str],
+        headers: list[tuple[bytes, bytes]],
+        key: str,
+        *,
+        task_status: trio.TaskStatus[Claim],
+    ) -> None:
+        """Open the upstream for a handshake, hand it over, then host its reader task (in the
+        lifespan nursery) until the session closes it, or close it if nobody claims it."""
+        stream = await self._open_stream()
+        claim: Claim | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                upstream = await self._wrap(nursery, stream, offer, headers)
+                claim = Claim(upstream, stream)
+                task_status.started(claim)
+                with trio.move_on_after(self.mount.settings.handshake_timeout):
+                    await claim.taken.wait()
+                if not claim.taken.is_set():  # the handshake never became a session
+                    self._claims.pop(key, None)
+                    await _close_upstream(upstream, Ending("client", 1001, ""))
+                    await trio.aclose_forcefully(stream)
+                # else: the session's handler closes the stream, which ends the reader task
+        except Exception:
+            if claim is None:
+                raise  # a failed handshake: check() answers it
+            # After the hand-over the session sees the upstream's end as a ConnectionClosed.
+        finally:
+            if claim is None or not claim.taken.is_set():
+                await trio.aclose_forcefully(stream)
+
+    async def _wrap(
+        self,
+        nursery: trio.Nursery,
+        stream: trio.abc.Stream,
+        offer: Sequence[str] | None,
+        headers: list[tuple[bytes, bytes]],
+    ) -> trio_websocket.WebSocketConnection:
+        return await trio_websocket.wrap_client_stream(
+            nursery,
+            stream,  # type: ignore[arg-type]  # any trio Stream works
+            self._host_header,
+            self._resource,
+            subprotocols=list(offer) if offer else None,
+            extra_headers=headers,
+            max_message_size=self.mount.settings.max_message_size,
+        )
+
     async def handle(self, ws: WebSocketConnection, session: Session) -> None:
         result: Ending | CloseSession | Fault
+        claim = self._claims.pop(session.id, None)  # the upstream check() negotiated with
+        if claim is not None:
+            claim.taken.set()
         try:
             async with trio.open_nursery() as nursery:  # runs the upstream client's reader
-                result = await self._session(nursery, ws, session)
+                result = await self._session(nursery, ws, session, claim)
                 nursery.cancel_scope.cancel()
         except ExceptionGroup as group:
             # trio-websocket raises a refused or malformed handshake in its reader task.
@@ -189,15 +308,23 @@ class Relay(Plugin[RelayOptions]):
         # The client closed: the gateway already answered its Close; nothing more to send.
 
     async def _session(
-        self, nursery: trio.Nursery, ws: WebSocketConnection, session: Session
+        self,
+        nursery: trio.Nursery,
+        ws: WebSocketConnection,
+        session: Session,
+        claim: Claim | None = None,
     ) -> Ending | CloseSession | Fault:
         stream: trio.abc.Stream | None = None
         try:
-            with trio.fail_after(self.options.connect_timeout):
-                stream = await self._open_stream()
-                upstream = await self._connect(nursery, stream, session)
-            if isinstance(upstream, CloseSession):
-                return upstream
+            if claim is not None:
+                stream, upstream = claim.stream, claim.upstream
+            else:
+                with trio.fail_after(self.options.connect_timeout):
+                    stream = await self._open_stream()
+                    connected = await self._connect(nursery, stream, session)
+                if isinstance(connected, CloseSession):
+                    return connected
+                upstream = connected
             ending = await _relay(ws, upstream)
             await _close_upstream(upstream, ending)
             return ending
@@ -222,15 +349,7 @@ class Relay(Plugin[RelayOptions]):
         self, nursery: trio.Nursery, stream: trio.abc.Stream, session: Session
     ) -> trio_websocket.WebSocketConnection | CloseSession:
         offer = (session.subprotocol,) if session.subprotocol is not None else None
-        upstream = await trio_websocket.wrap_client_stream(
-            nursery,
-            stream,  # type: ignore[arg-type]  # any trio Stream works
-            self._host_header,
-            self._resource,
-            subprotocols=offer,
-            extra_headers=self.upstream_headers(session),
-            max_message_size=self.mount.settings.max_message_size,
-        )
+        upstream = await self._wrap(nursery, stream, offer, self.upstream_headers(session))
         if upstream.subprotocol != session.subprotocol:
             self.warn(
                 session.log,

@@ -85,8 +85,11 @@ async def session_info(ws: WebSocketConnection, session: Session) -> None:
                 "query": session.query,
                 "query_params": session.query_params,
                 "principal": _principal(session.principal),
-                "remote": session.remote,
+                "remote": str(session.remote),
+                "remote_host": None if session.remote is None else session.remote.host,
+                "remote_port": None if session.remote is None else session.remote.port,
                 "subprotocol": session.subprotocol,
+                "subprotocols": session.subprotocols,
                 "ws_subprotocol": ws.subprotocol,
                 "origin": session.origin,
                 "headers": session.headers,
@@ -150,6 +153,61 @@ class Gatekeeper(Plugin[GateOptions]):
         await ws.send_message("welcome")
         while True:
             await ws.get_message()
+
+
+@dataclass(frozen=True)
+class AsyncGateOptions:
+    # "accept", "reject", "raise", "choose:<subprotocol>" (or "choose:" for none), "bogus"
+    verdict: str = "accept"
+
+
+class AsyncGatekeeper(Plugin[AsyncGateOptions]):
+    """An ``async def check()`` (it awaits, as asking another service would); the handler
+    sends the session's id and subprotocol as JSON, so a test can compare them with the
+    request the check saw."""
+
+    options_type = AsyncGateOptions
+
+    def __init__(self, options: AsyncGateOptions, mount: Mount) -> None:
+        super().__init__(options, mount)
+        self.checked: list[UpgradeRequest] = []
+
+    async def check(self, request: UpgradeRequest) -> Reject | Accept | None:
+        await trio.sleep(0.001)
+        self.checked.append(request)
+        verdict = self.options.verdict
+        if verdict == "reject":
+            return Reject(403, "not after all")
+        if verdict == "raise":
+            raise RuntimeError("the check broke")
+        if verdict == "bogus":
+            return "yes"  # type: ignore[return-value]  # a plugin bug, on purpose
+        if verdict.startswith("choose:"):
+            return Accept(subprotocol=verdict.removeprefix("choose:") or None)
+        return None
+
+    async def handle(self, ws: WebSocketConnection, session: Session) -> None:
+        info = {"id": session.id, "subprotocol": session.subprotocol}
+        await ws.send_message(json.dumps(info))
+        while True:
+            await ws.get_message()
+
+
+class NeedsRoom(Plugin[NoOptions]):
+    """Declares the ``{room}`` it reads."""
+
+    path_params = ("room",)
+
+    async def handle(self, ws: WebSocketConnection, session: Session) -> None:
+        await ws.send_message(session.params["room"])
+
+
+async def needs_topic(ws: WebSocketConnection, session: Session) -> None:
+    """A function plugin declaring its path parameter as an attribute."""
+    await ws.send_message(session.params["topic"])
+
+
+needs_topic.path_params = ("topic",)  # type: ignore[attr-defined]
 
 
 # -- authenticators ----------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import h11
 import pytest
 import trio
 
-from gateway.api import UpgradeRequest
+from gateway.api import Address, UpgradeRequest
 from gateway.auth import authenticate
 from gateway.auth_upstream import (
     Answer,
@@ -20,17 +20,26 @@ from gateway.auth_upstream import (
     TTLCache,
     UpstreamAuthenticator,
     cache_key,
-    client_address,
+    forwarded_headers,
     user_from,
 )
 from gateway.config.load import parse
 from gateway.core.decisions import Reject
 from gateway.errors import ConfigError
+from gateway.mount import Mount
+
+MOUNT = Mount(
+    parse({"plugins": {"live": {"path": "/live", "use": "plugins.echo:echo"}}}).plugins[0]
+)
 
 
-def upgrade_request(*headers: tuple[str, str], remote: str = "10.0.0.7:5555") -> UpgradeRequest:
+CLIENT = Address("10.0.0.7", 5555)
+
+
+def upgrade_request(*headers: tuple[str, str], remote: Address | None = CLIENT) -> UpgradeRequest:
     return UpgradeRequest(
-        mount="live",
+        id="0123456789ab",
+        mount=MOUNT,
         path="/live",
         params={},
         query="",
@@ -88,13 +97,18 @@ def test_user_from_without_a_user_is_none(body: bytes | None) -> None:
     assert user_from([(b"x-other", b"ada")], body, "X-User") is None
 
 
-def test_client_address_strips_the_port() -> None:
-    assert client_address("10.0.0.7:5555") == "10.0.0.7"
-    assert client_address("[::1]:5555") == "::1"
-    assert client_address("-") == "-"
-    # session.remote of a client behind a trusted proxy: the bare forwarded address
-    assert client_address("203.0.113.7") == "203.0.113.7"
-    assert client_address("2001:db8::7") == "2001:db8::7"
+def test_forwarded_for_is_the_client_address_without_its_port() -> None:
+    url = AuthURL.parse("http://127.0.0.1:9000/whoami")
+
+    def forwarded_for(remote: Address | None) -> list[bytes]:
+        headers = forwarded_headers(upgrade_request(remote=remote), url, "http")
+        return [v for n, v in headers if n == b"x-forwarded-for"]
+
+    assert forwarded_for(Address("10.0.0.7", 5555)) == [b"10.0.0.7"]
+    assert forwarded_for(Address("::1", 5555)) == [b"::1"]
+    # session.remote of a client behind a trusted proxy: the forwarded address, no port
+    assert forwarded_for(Address("203.0.113.7")) == [b"203.0.113.7"]
+    assert forwarded_for(None) == []  # no address known: no header rather than a made-up one
 
 
 def test_cache_key_depends_on_cookie_and_authorization_only() -> None:

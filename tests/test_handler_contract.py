@@ -16,6 +16,7 @@ import trio
 import trio.testing
 from trio_websocket import ConnectionRejected
 
+from gateway.errors import ConfigError
 from gateway.testing import serve
 from tests.fixture_plugins import Gatekeeper, Recorder, refused, wait_until
 
@@ -275,6 +276,8 @@ async def test_route_params_and_query_reach_the_session() -> None:
         assert data["query_params"] == {"x": ["1"], "y": ["two", "three"], "empty": [""]}
         assert re.fullmatch(r"[0-9a-f]{12}", data["id"])
         assert re.fullmatch(r"127\.0\.0\.1:\d+", data["remote"])
+        assert data["remote_host"] == "127.0.0.1"
+        assert data["remote"] == f"127.0.0.1:{data['remote_port']}"
         assert data["origin"] is None
         assert data["subprotocol"] is None
 
@@ -329,6 +332,88 @@ async def test_subprotocol_no_overlap_gives_none() -> None:
     ):
         assert ws.subprotocol is None
         assert (await info(ws))["subprotocol"] is None
+
+
+# -- an async check() ---------------------------------------------------------------------------
+
+
+async def test_an_async_check_is_awaited_and_sees_the_sessions_id() -> None:
+    async with serve(f"{FIX}:AsyncGatekeeper", websocket=SUBPROTOCOLS) as gw:
+        async with gw.connect("/test", subprotocols=("v1",)) as ws:
+            data = await ws.receive_json()
+        (request,) = gw.mount().plugin.checked
+        assert request.id == data["id"]  # the same id before and after the 101
+        assert request.subprotocols == ("v1",)
+        assert request.subprotocol == "v1"  # the gateway's choice, which the 101 then carried
+        assert data["subprotocol"] == "v1"
+    async with serve(f"{FIX}:AsyncGatekeeper", options={"verdict": "reject"}) as gw:
+        rejection = await refused(gw, "/test")
+        assert (rejection.status_code, rejection.body) == (403, b"not after all\n")
+
+
+@pytest.mark.parametrize(
+    ("verdict", "offered", "expected"),
+    [
+        ("choose:v1", ("v2", "v1"), "v1"),  # the check's choice, not the mount's preference
+        ("choose:", ("v2", "v1"), None),  # explicitly none
+    ],
+)
+async def test_a_check_may_choose_the_subprotocol(
+    verdict: str, offered: tuple[str, ...], expected: str | None
+) -> None:
+    options = {"verdict": verdict}
+    async with (
+        serve(f"{FIX}:AsyncGatekeeper", options=options, websocket=SUBPROTOCOLS) as gw,
+        gw.connect("/test", subprotocols=offered) as ws,
+    ):
+        assert ws.subprotocol == expected
+        assert (await ws.receive_json())["subprotocol"] == expected
+
+
+@pytest.mark.parametrize(
+    ("verdict", "logged"),
+    [
+        ("raise", "check() raised RuntimeError: the check broke; answered 500"),
+        ("bogus", "check() returned str, not Reject, Accept or None; answered 500"),
+        ("choose:v9", "check() chose subprotocol 'v9', which the client did not offer"),
+    ],
+)
+async def test_a_failing_check_answers_500_and_is_logged(
+    verdict: str, logged: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR)
+    async with serve(f"{FIX}:AsyncGatekeeper", options={"verdict": verdict}) as gw:
+        rejection = await refused(gw, "/test")
+        assert rejection.status_code == 500
+        assert len(gw.mount().clients) == 0
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1
+    assert logged in errors[0].getMessage()
+    assert getattr(errors[0], "mount", None) == "test"
+
+
+# -- declared path parameters ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("plugin", "path", "param"),
+    [(f"{FIX}:NeedsRoom", "/rooms/{name}", "room"), (f"{FIX}:needs_topic", "/news", "topic")],
+)
+async def test_a_mount_without_a_declared_path_param_is_a_config_error(
+    plugin: str, path: str, param: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        async with serve(plugin, path):
+            pass
+    assert info.value.path == "plugins.test.path"
+    assert info.value.problem.startswith(f"{path!r} has no {{{param}}} segment, which {plugin}")
+
+
+async def test_a_mount_with_its_declared_path_params_serves() -> None:
+    async with serve(f"{FIX}:NeedsRoom", "/rooms/{room}") as gw, gw.connect("/rooms/a") as ws:
+        assert await ws.get_message() == "a"
+    async with serve(f"{FIX}:needs_topic", "/news/{topic}") as gw, gw.connect("/news/b") as ws:
+        assert await ws.get_message() == "b"
 
 
 # -- Origin ------------------------------------------------------------------------------------
@@ -454,7 +539,7 @@ async def test_handshake_headers_reach_the_check() -> None:
         request = gw.mount().plugin.checked[0]
         assert request.header("X-Trace") == "abc"
         assert request.header("host") == "gateway.test"
-        assert request.mount == "test"
+        assert request.mount is gw.mount()  # the Mount, as session.mount
         assert request.path == "/test"
 
 

@@ -12,7 +12,7 @@ Two ways to carry a body upstream, chosen per route (``request_buffering``):
   upstream is fed at the client's pace (large uploads with flat memory, at the cost above).
 
 Both read through :class:`ClientBody`, the one place that turns the client's bytes and h11's
-verdicts into body events or failures: :class:`~gateway.proxy.forward.Refused` answers
+verdicts into body events or failures: :class:`~gateway.errors.Refused` answers
 (400 malformed, 408 too slow, 413 too large) or :class:`ClientGone`.
 """
 
@@ -26,17 +26,10 @@ import h11
 import trio
 
 from gateway.core.decisions import Reject
+from gateway.errors import Refused as Refused  # the one Refused (gateway.errors)
 
 RECEIVE_SIZE = 65536
 SPOOL_READ_SIZE = 256 * 1024  # one thread hop per 256 KiB when a spooled body goes upstream
-
-
-class Refused(Exception):
-    """The client's request cannot be forwarded: answer ``reject`` if nothing was sent yet."""
-
-    def __init__(self, reject: Reject) -> None:
-        self.reject = reject
-        super().__init__(reject.detail)
 
 
 class ClientGone(Exception):

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 import trio
-from trio_websocket import ConnectionClosed
+from trio_websocket import ConnectionClosed, ConnectionRejected
 
+from gateway.api import Accept, Address, UpgradeRequest
 from gateway.errors import ConfigError
 from gateway.testing import serve
 from tests.integration.conftest import TIMEOUT, GatewayFactory, wait_until, ws_client
@@ -93,7 +94,23 @@ async def test_the_subprotocol_is_the_same_on_both_legs(legacy: LegacyServer) ->
             assert (await ws.receive_json())["subprotocol"] is None
 
 
-async def test_an_upstream_that_refuses_the_subprotocol_closes_the_client_1011(
+async def test_the_upstream_chooses_the_subprotocol_before_the_101(legacy: LegacyServer) -> None:
+    # No subprotocols key on the mount: the client's whole offer goes upstream, and the 101
+    # carries what the upstream chose.
+    async with (
+        serve(RELAY, "/relay", options={"url": legacy.ws_url}) as gw,
+        gw.connect("/relay", subprotocols=("x.v9", "legacy.v1")) as ws,
+    ):
+        assert ws.subprotocol == "legacy.v1"
+        hello = await ws.receive_json()
+        assert hello["subprotocol"] == "legacy.v1"
+        assert hello["forwarded_for"] == "127.0.0.1"
+        text = "one upstream connection, negotiated and then relayed"
+        await ws.send_message(text)
+        assert await ws.get_message() == text
+
+
+async def test_an_upstream_that_accepts_none_of_the_offer_gives_the_client_none(
     legacy: LegacyServer,
 ) -> None:
     settings = {"subprotocols": ["chat.v2"]}
@@ -101,9 +118,60 @@ async def test_an_upstream_that_refuses_the_subprotocol_closes_the_client_1011(
         serve(RELAY, "/relay", options={"url": legacy.ws_url}, websocket=settings) as gw,
         gw.connect("/relay", subprotocols=("chat.v2",)) as ws,
     ):
-        assert ws.subprotocol == "chat.v2"
-        closed = await ws.wait_closed()
-    assert (closed.code, closed.reason) == (1011, "upstream refused subprotocol")
+        # The gateway alone would have answered chat.v2; the upstream speaks none of it, so
+        # neither leg has a subprotocol (both legs always agree) and the session works.
+        assert ws.subprotocol is None
+        assert (await ws.receive_json())["subprotocol"] is None
+        await ws.send_message("still relayed")
+        assert await ws.get_message() == "still relayed"
+
+
+@pytest.mark.parametrize("where", ["unreachable", "refused"])
+async def test_an_upstream_failing_the_negotiation_refuses_the_handshake_502(
+    legacy: LegacyServer, where: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = {
+        "unreachable": f"ws://127.0.0.1:{free_port()}/ws/echo",
+        "refused": f"ws://127.0.0.1:{legacy.port}/ws/nope",
+    }[where]
+    caplog.set_level(logging.WARNING)
+    async with serve(RELAY, "/relay", options={"url": url}) as gw:
+        with pytest.raises(ConnectionRejected) as rejected:
+            async with gw.connect("/relay", subprotocols=("legacy.v1",)):
+                pass
+    assert rejected.value.status_code == 502  # before the 101: an HTTP answer, not a close code
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert url in warnings[0].getMessage()
+
+
+async def test_a_negotiated_upstream_nobody_claims_is_closed_going_away(
+    legacy: LegacyServer,
+) -> None:
+    # check() opened the upstream, but the handshake never became a session (here: the check
+    # is called alone, as when the client leaves before the 101): closed after
+    # handshake_timeout with 1001.
+    settings = {"handshake_timeout": 0.3}
+    async with serve(RELAY, "/relay", options={"url": legacy.ws_url}, websocket=settings) as gw:
+        relay = gw.mount().plugin
+        before = len(legacy.site.ws_closes)
+        request = UpgradeRequest(
+            id="0123456789ab",
+            mount=gw.mount(),
+            path="/relay",
+            params={},
+            query="",
+            headers=(("host", "gateway.test"),),
+            origin=None,
+            remote=Address("127.0.0.1", 40000),
+            subprotocols=("legacy.v1",),
+        )
+        verdict = await relay.check(request)
+        assert verdict == Accept(subprotocol="legacy.v1")
+        assert "0123456789ab" in relay._claims
+        await wait_until(lambda: len(legacy.site.ws_closes) > before, "the upstream was closed")
+        assert legacy.site.ws_closes[-1] == 1001
+        assert relay._claims == {}
 
 
 @pytest.mark.parametrize("where", ["unreachable", "refused"])

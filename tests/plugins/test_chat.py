@@ -17,6 +17,7 @@ import trio.testing
 import trio_websocket
 from trio_websocket import ConnectionClosed, Endpoint
 
+from gateway.errors import ConfigError
 from gateway.http.http11 import serve_connection
 from gateway.testing import TestGateway, serve
 from tests.fixture_plugins import refused, wait_until
@@ -38,7 +39,10 @@ def message(room: str, user: str, text: str) -> dict[str, Any]:
 
 
 def notice(kind: str, room: str, user: str, count: int) -> dict[str, Any]:
-    return {"type": kind, "room": room, "user": user, "members": count}
+    fields: dict[str, Any] = {"type": kind, "room": room, "user": user, "members": count}
+    if kind == "join":
+        fields["max_message_chars"] = 50  # the default: a page sets its input's maxlength
+    return fields
 
 
 # -- fan-out -----------------------------------------------------------------------------------
@@ -137,6 +141,13 @@ async def test_text_is_cut_at_max_message_chars(sent: str, shown: str) -> None:
         for ws in (sender, other):
             got = await ws.receive_json()
             assert got["text"] == shown
+        if shown != sent:  # the sender alone is told, after its message
+            dropped = len(sent) - len(shown)
+            cut = {"type": "cut", "max_message_chars": 10, "dropped": dropped}
+            assert await sender.receive_json() == cut
+        await other.send_message("next")  # nothing else came before it
+        for ws in (sender, other):
+            assert (await ws.receive_json())["text"] == "next"
 
 
 async def test_binary_messages_get_an_error_reply_to_the_sender_only() -> None:
@@ -455,3 +466,26 @@ async def test_a_handshake_that_never_completes_leaves_no_group(
             nursery.cancel_scope.cancel()
         assert len(gw.mount().clients) == 0
         assert gw.mount().groups == {}
+
+
+# -- path parameters -----------------------------------------------------------------------------
+
+
+async def test_a_json_chat_mount_without_room_is_a_config_error_naming_both() -> None:
+    with pytest.raises(ConfigError) as info:
+        async with serve(CHAT, "/chat"):
+            pass
+    assert info.value.path == "plugins.test.path"
+    assert "'/chat' has no {room} segment" in info.value.problem
+    assert "plugins.chat:Chat" in info.value.problem
+
+
+async def test_the_text_format_needs_no_room() -> None:
+    async with (
+        serve(CHAT, "/classic", options={"format": "text"}) as gw,
+        gw.connect("/classic") as a,
+        gw.connect("/classic") as b,
+    ):
+        await wait_until(lambda: members(gw, "") == 2)
+        await a.send_message("one room")
+        assert await b.get_message() == "one room"
