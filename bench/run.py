@@ -10,12 +10,19 @@ shared Node load generator (``loadgen.js``, the npm ``ws`` client) pinned to ano
 - the gateway, ``python -m gateway serve --config bench/config.toml`` (``/echo`` and
   ``/broadcast`` with the full policy path: Origin allowlist and a signed session cookie;
   ``/echo-open`` with none);
-- a bare trio-websocket server and the ``websockets`` asyncio server (``bench/baselines/``).
+- a bare trio-websocket server, the ``websockets`` asyncio server and Node's ``ws`` server
+  (``bench/baselines/``);
+- with ``--base-tree DIR``, a second gateway from another tree (``gateway-base``), run in turn
+  with the first, for before/after figures from the same run.
 
 The load generator's ``ws`` client sends no cookie: ``bench/ws_headers_shim.js`` is preloaded
 (``node -r``) to add ``Cookie`` and ``Origin`` from the environment.  The loadgen's ``--raw``
-client writes its own minimal handshake (no extra headers), so the raw runs use the
-gateway's ``/echo-open``.
+client writes its own minimal handshake: the shim adds the same headers to it when asked
+(``BENCH_RAW_HEADERS=1``, the ``raw-policy`` handshake runs on the gateway's ``/echo``); the
+other raw runs use the gateway's ``/echo-open``.
+
+With ``node-ws`` among the servers, a second table compares the gateway with Node ``ws`` and
+``websockets`` on the five figures of issue 13, each against its target.
 
 Results: a table on stdout, and ``bench/results/latest.{json,md}`` (raw loadgen JSON included).
 See docs/performance.md for what each figure means.
@@ -64,9 +71,13 @@ STOP_GRACE = 15.0  # SIGTERM -> this long -> SIGKILL (the gateway drains for up 
 FD_MARGIN = 1024  # descriptors beyond the idle connections (listeners, logs, Node itself)
 
 GATEWAY = "gateway"
+GATEWAY_BASE = "gateway-base"  # --base-tree: the gateway from another tree, for A/B runs
 TRIO_WS = "trio-websocket"
 WEBSOCKETS = "websockets"
-SERVER_NAMES = (GATEWAY, TRIO_WS, WEBSOCKETS)
+NODE_WS = "node-ws"
+SERVER_NAMES = (GATEWAY, GATEWAY_BASE, TRIO_WS, WEBSOCKETS, NODE_WS)
+DEFAULT_SERVERS = (GATEWAY, TRIO_WS, WEBSOCKETS, NODE_WS)
+GATEWAYS = (GATEWAY, GATEWAY_BASE)
 SCENARIOS = ("echo", "fanout", "handshake", "large", "idle")
 
 
@@ -268,21 +279,25 @@ class ServerSpec:
     broadcast: str
     policy: bool  # send Cookie + Origin from the `ws` client
     cwd: Path = ROOT  # the gateway runs from its tree (``python -m gateway`` imports from cwd)
+    env: tuple[tuple[str, str], ...] = ()  # added to the servers' environment
 
 
-def server_specs(tree: Path = ROOT) -> dict[str, ServerSpec]:
+def gateway_spec(name: str, tree: Path) -> ServerSpec:
+    argv = (sys.executable, "-m", "gateway", "serve", "--config", str(CONFIG))
+    env: tuple[tuple[str, str], ...] = ()
+    if tree != ROOT:  # `python -m gateway` runs from the tree; its imports must win too
+        pythonpath = os.environ.get("PYTHONPATH", "")
+        env = (("PYTHONPATH", os.pathsep.join(p for p in (str(tree), pythonpath) if p)),)
+    return ServerSpec(
+        name, (*argv, "--listen", f"{HOST}:0"), "/echo", "/echo-open", "/broadcast", True, tree, env
+    )
+
+
+def server_specs(tree: Path = ROOT, base_tree: Path | None = None) -> dict[str, ServerSpec]:
     py = sys.executable
     listen = f"{HOST}:0"
-    return {
-        GATEWAY: ServerSpec(
-            GATEWAY,
-            (py, "-m", "gateway", "serve", "--config", str(CONFIG), "--listen", listen),
-            "/echo",
-            "/echo-open",
-            "/broadcast",
-            True,
-            tree,
-        ),
+    specs = {
+        GATEWAY: gateway_spec(GATEWAY, tree),
         TRIO_WS: ServerSpec(
             TRIO_WS,
             (py, str(BENCH / "baselines" / "trio_websocket_server.py"), "--listen", listen),
@@ -299,7 +314,19 @@ def server_specs(tree: Path = ROOT) -> dict[str, ServerSpec]:
             "/broadcast",
             False,
         ),
+        NODE_WS: ServerSpec(
+            NODE_WS,
+            ("node", str(BENCH / "baselines" / "node_ws_server.js"), "--listen", listen),
+            "/echo",
+            "/echo",
+            "/broadcast",
+            False,
+            CACHE,  # where `ws` is installed (prepare_loadgen)
+        ),
     }
+    if base_tree is not None:
+        specs[GATEWAY_BASE] = gateway_spec(GATEWAY_BASE, base_tree)
+    return specs
 
 
 @dataclasses.dataclass
@@ -349,7 +376,7 @@ def start_server(
         proc = subprocess.Popen(
             [*pin.server, *spec.argv],
             cwd=spec.cwd,
-            env=env,
+            env={**env, **dict(spec.env)},
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -427,7 +454,9 @@ class Bench:
     runs: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     reuse: list[RunningServer] | None = None  # run on these instead of fresh servers
     sources: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # hash -> groups
+    base_sources: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # gateway-base's
     tree: Path = ROOT  # where the gateway's code comes from
+    base_tree: Path | None = None  # where gateway-base's comes from (--base-tree)
 
     def wait_quiet(self) -> float | None:
         """Wait (bounded) until the rest of the machine is quiet; the busy % last seen.
@@ -459,6 +488,7 @@ class Bench:
         *,
         variant: str,
         timeout: float,
+        extra_env: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """One loadgen run: its JSON line, plus what we know about it."""
         busy_before = self.wait_quiet()
@@ -482,6 +512,7 @@ class Bench:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BENCH_")}
         if server.spec.policy:
             env.update(self.policy_env)
+            env.update(extra_env or {})
         record: dict[str, Any] = {
             "server": server.spec.name,
             "scenario": scenario,
@@ -532,9 +563,11 @@ class Bench:
         if self.reuse is not None:  # profile mode: the server py-spy is attached to
             yield [s for s in self.reuse if s.spec.name in names]
             return
-        specs = server_specs(self.tree)
+        specs = server_specs(self.tree, self.base_tree)
         if GATEWAY in names:
             self.sources.setdefault(source_fingerprint(self.tree), []).append(group)
+        if GATEWAY_BASE in names and self.base_tree is not None:
+            self.base_sources.setdefault(source_fingerprint(self.base_tree), []).append(group)
         with contextlib.ExitStack() as stack:
             running = [
                 stack.enter_context(
@@ -626,6 +659,17 @@ class Bench:
                             common,
                             variant="ws-policy",
                             timeout=timeout,
+                        )
+                        # The raw client with Cookie + Origin (the shim adds them): the
+                        # policy path at the raw client's low cost.
+                        self.loadgen(
+                            server,
+                            "handshake",
+                            server.spec.echo,
+                            [*common, "--raw"],
+                            variant="raw-policy",
+                            timeout=timeout,
+                            extra_env={"BENCH_RAW_HEADERS": "1"},
                         )
 
     def large(self, names: Sequence[str]) -> None:
@@ -795,8 +839,9 @@ def build_rows(runs: Sequence[dict[str, Any]], p: Params, idle_counts: Sequence[
     ]
     for variant, what, servers in (
         ("raw", "raw client, no policy", all_),
+        ("raw-policy", "raw client, policy", GATEWAYS),
         ("ws", "ws client, no policy", all_),
-        ("ws-policy", "ws client, policy", (GATEWAY,)),
+        ("ws-policy", "ws client, policy", GATEWAYS),
     ):
         specs += [
             (
@@ -852,6 +897,116 @@ def build_rows(runs: Sequence[dict[str, Any]], p: Params, idle_counts: Sequence[
     return rows
 
 
+@dataclasses.dataclass(frozen=True)
+class Goal:
+    """A target of issue 13: the gateway's figure against a baseline's (``at_least`` times
+    it) or against a fixed bound (``at_most``)."""
+
+    text: str
+    baseline: str | None = None
+    at_least: float = 1.0
+    at_most: float | None = None
+
+    def verdict(self, cells: dict[str, Cell], name: str = GATEWAY) -> str:
+        gw = cells.get(name)
+        if gw is None or gw.value is None:
+            return "—"
+        if self.at_most is not None:
+            return ("met" if gw.value <= self.at_most else "missed") + f" ({gw.value:.2f})"
+        base = cells.get(self.baseline or "")
+        if base is None or not base.value:
+            return "—"
+        ratio = gw.value / base.value
+        return ("met" if ratio >= self.at_least else "missed") + f" ({ratio:.2f}x)"
+
+
+def compare_table(
+    runs: Sequence[dict[str, Any]], p: Params, idle_counts: Sequence[int], names: Sequence[str]
+) -> str:
+    """Issue 13's table: per server CPU-second (idle: KiB per connection), the gateway beside
+    Node ``ws`` and ``websockets``, each figure against its target.  The gateway's handshakes
+    are the raw client's on ``/echo`` with Origin + cookie (``raw-policy``); the baselines
+    have no policy to check."""
+    gateways = [n for n in GATEWAYS if n in names]
+    shown = [n for n in (NODE_WS, WEBSOCKETS) if n in names] + gateways
+    idle_n = max(idle_counts) if idle_counts else None
+    # (label, loadgen scenario, variant for baselines, variant for gateways, figure, goal)
+    specs: list[tuple[str, str, str, str, Figure, Goal]] = [
+        (
+            f"{p.large_size // 1024} KiB binary echo, MB",
+            "large",
+            "ws",
+            "ws",
+            per_cpu("mb_per_s"),
+            Goal(">= 1.0x websockets", WEBSOCKETS),
+        ),
+        (
+            f"handshakes (raw client, {p.handshake_concurrency} at a time)",
+            "handshake",
+            "raw",
+            "raw-policy",
+            per_cpu("handshakes_per_s"),
+            Goal(">= 1.0x websockets, gateway with Origin + cookie auth on", WEBSOCKETS),
+        ),
+    ]
+    if idle_n is not None:
+        specs.append(
+            (
+                f"idle KiB per connection at {idle_n:,}",
+                "idle",
+                "ws",
+                "ws",
+                field(f"kib_per_conn_{idle_n}"),
+                Goal("<= 6.5", at_most=6.5),
+            )
+        )
+    specs += [
+        (
+            f"echo {p.echo_size} B, msgs (raw client)",
+            "echo",
+            "raw",
+            "raw",
+            per_cpu("msgs_per_s"),
+            Goal(">= 1.0x Node ws", NODE_WS),
+        ),
+        (
+            f"fan-out to {p.fanout_subs:,}, deliveries",
+            "fanout",
+            "ws",
+            "ws",
+            per_cpu("deliveries_per_s"),
+            Goal(">= 1.0x Node ws", NODE_WS),
+        ),
+    ]
+    header = ["per server CPU-second", *shown, "target"]
+    header += [f"{n}: verdict" if len(gateways) > 1 else "verdict" for n in gateways]
+    body: list[list[str]] = []
+    for label, kind, variant, gw_variant, figure, goal in specs:
+        cells = {
+            n: median_cell(select(runs, n, kind, gw_variant if n in GATEWAYS else variant), figure)
+            for n in shown
+        }
+        if not any(c.runs for c in cells.values()):
+            continue
+        line = [label]
+        for n in shown:
+            cell = cells[n]
+            line.append(fmt_value(cell.value) + (" (!)" if cell.issue else ""))
+        line.append(goal.text)
+        line += [goal.verdict(cells, n) for n in gateways]
+        body.append(line)
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+
+    def fmt(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+    lines = [fmt(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    lines += [fmt(r) for r in body]
+    if any("(!)" in cell for line in body for cell in line):
+        lines.append("(!): a run behind this median had an issue; see the footnotes above")
+    return "\n".join(lines)
+
+
 def fmt_value(v: float | None, ratio: bool = False) -> str:
     if v is None:
         return "—"
@@ -864,26 +1019,30 @@ def fmt_value(v: float | None, ratio: bool = False) -> str:
     return f"{v:.1f}" if abs(v) >= 10 else f"{v:.2f}"
 
 
-def render_table(rows: Sequence[Row]) -> tuple[str, list[str]]:
-    """The markdown table and its footnotes (one per figure that has an issue)."""
-    header = [
-        "scenario",
-        "metric",
-        "gateway",
-        "lg CPU",
-        "trio-websocket",
-        "lg CPU",
-        "websockets",
-        "lg CPU",
-        "gw / trio-ws",
-        "gw / websockets",
-        "target",
-    ]
+RATIO_HEADS = {
+    GATEWAY_BASE: "gw / gw-base",
+    TRIO_WS: "gw / trio-ws",
+    WEBSOCKETS: "gw / websockets",
+    NODE_WS: "gw / node-ws",
+}
+
+
+def render_table(
+    rows: Sequence[Row], names: Sequence[str] = DEFAULT_SERVERS
+) -> tuple[str, list[str]]:
+    """The markdown table and its footnotes (one per figure that has an issue); a column
+    (and a ratio to the gateway) for each server in ``names``."""
+    shown = [n for n in SERVER_NAMES if n in names or n == GATEWAY]
+    others = [n for n in shown if n != GATEWAY]
+    header = ["scenario", "metric"]
+    for name in shown:
+        header += [name, "lg CPU"]
+    header += [RATIO_HEADS[n] for n in others] + ["target"]
     notes: list[str] = []
     body: list[list[str]] = []
     for row in rows:
         line = [row.scenario, row.metric]
-        for name in SERVER_NAMES:
+        for name in shown:
             cell = row.cells.get(name)
             if cell is None or cell.runs == 0:
                 line += ["—", ""]
@@ -895,7 +1054,7 @@ def render_table(rows: Sequence[Row]) -> tuple[str, list[str]]:
             cpu = cell.loadgen_cpu
             line += [text, "" if cpu is None else f"{cpu:.0f}%"]
         gw = row.cells.get(GATEWAY)
-        for other in (TRIO_WS, WEBSOCKETS):
+        for other in others:
             base = row.cells.get(other)
             if gw and base and gw.value is not None and base.value:
                 line.append(f"{gw.value / base.value:.2f}x")
@@ -1064,6 +1223,8 @@ def policy_credentials(env: dict[str, str], tree: Path) -> dict[str, str]:
     ).strip()
     if not value:
         raise fail("gateway sign-cookie printed nothing")
+    # It prints "name=value" now (a Cookie header's pair); older trees printed the value.
+    value = value.removeprefix(f"{cookie_name}=")
     return {"BENCH_COOKIE": f"{cookie_name}={value}", "BENCH_ORIGIN": str(origins[0])}
 
 
@@ -1206,7 +1367,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"comma-separated scenarios (default: all of {','.join(SCENARIOS)})",
     )
     parser.add_argument(
-        "--servers", default=",".join(SERVER_NAMES), help="comma-separated servers (default: all)"
+        "--servers",
+        default=",".join(DEFAULT_SERVERS),
+        help=f"comma-separated servers of {','.join(SERVER_NAMES)} (default: %(default)s; "
+        f"{GATEWAY_BASE} comes with --base-tree)",
     )
     parser.add_argument(
         "--loadgen",
@@ -1222,6 +1386,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="run the gateway from this folder (holding gateway/ and plugins/), e.g. an older "
         "commit exported with `git archive COMMIT gateway plugins | tar -x -C DIR` "
         "(default: this repository)",
+    )
+    parser.add_argument(
+        "--base-tree",
+        type=Path,
+        metavar="DIR",
+        help=f"also run a second gateway ({GATEWAY_BASE}) from this folder (e.g. `git worktree "
+        "add DIR COMMIT`), in turn with the first in every scenario: before/after figures "
+        "from the same run",
     )
     parser.add_argument(
         "--profile",
@@ -1259,6 +1431,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     tree = Path(args.gateway_tree).resolve()
     if not (tree / "gateway" / "__main__.py").is_file():
         parser.error(f"--gateway-tree {tree}: no gateway/__main__.py there")
+    base_tree = None if args.base_tree is None else Path(args.base_tree).resolve()
+    if base_tree is not None:
+        if not (base_tree / "gateway" / "__main__.py").is_file():
+            parser.error(f"--base-tree {base_tree}: no gateway/__main__.py there")
+        if GATEWAY_BASE not in names:
+            names.insert(names.index(GATEWAY) + 1 if GATEWAY in names else 0, GATEWAY_BASE)
+    elif GATEWAY_BASE in names:
+        parser.error(f"{GATEWAY_BASE} needs --base-tree DIR")
     interrupt_on_sigterm()
     check_python()
     prepare_loadgen(Path(args.loadgen))
@@ -1267,14 +1447,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logdir = RESULTS / "logs"
     server_env = {**os.environ, "GATEWAY_SECRET": secrets.token_urlsafe(32)}
     server_env.pop("PYTHONSTARTUP", None)
-    if tree != ROOT:  # `python -m gateway` runs from the tree; its imports must win too
-        server_env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(tree), server_env.get("PYTHONPATH", "")) if p
-        )
-    policy = policy_credentials(server_env, tree)
+    policy = policy_credentials({**server_env, **dict(gateway_spec(GATEWAY, tree).env)}, tree)
 
     if args.profile:
-        profile(args.profile, float(args.profile_seconds), pin, server_env, policy, logdir, tree)
+        env = {**server_env, **dict(gateway_spec(GATEWAY, tree).env)}
+        profile(args.profile, float(args.profile_seconds), pin, env, policy, logdir, tree)
         return 0
 
     params = QUICK if args.quick else FULL
@@ -1284,6 +1461,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     budget = 30.0 if args.quick else 300.0
     bench = Bench(params, pin, server_env, policy, logdir, args.quiet_below, max_wait, budget)
     bench.tree = tree
+    bench.base_tree = base_tree
     machine = machine_info(tree)
     started = datetime.datetime.now(datetime.UTC)
     say(f"bench: {'quick' if args.quick else 'full'} run on {describe_machine(machine)}")
@@ -1311,13 +1489,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         for r in bench.runs
         if isinstance(r["result"].get("other_cpu_pct"), int | float)
     ]
-    if len(bench.sources) > 1:
-        versions = "; ".join(f"{h}: {', '.join(g)}" for h, g in bench.sources.items())
-        notes.append(
-            "WARNING: the gateway's source (gateway/, plugins/) changed during the run, so "
-            f"the gateway's figures mix {len(bench.sources)} versions ({versions}); rerun on a "
-            "tree nobody is editing"
-        )
+    for which, sources in ((GATEWAY, bench.sources), (GATEWAY_BASE, bench.base_sources)):
+        if len(sources) > 1:
+            versions = "; ".join(f"{h}: {', '.join(g)}" for h, g in sources.items())
+            notes.append(
+                f"WARNING: the source of {which} (gateway/, plugins/) changed during the run, "
+                f"so its figures mix {len(sources)} versions ({versions}); rerun on a tree "
+                "nobody is editing"
+            )
+    if base_tree is not None:
+        notes.append(f"{GATEWAY_BASE}: the gateway from {base_tree}")
     if bench.waited:
         notes.append(
             f"waited {bench.waited:.0f} s in all for the machine to be quiet (< "
@@ -1332,7 +1513,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
 
     rows = build_rows(bench.runs, params, idle_counts)
-    table, footnotes = render_table(rows)
+    table, footnotes = render_table(rows, names)
+    compare = compare_table(bench.runs, params, idle_counts, names) if NODE_WS in names else ""
     mode = "quick" if args.quick else "full"
     heading = (
         f"{mode} run, {started:%Y-%m-%d %H:%M} UTC, "
@@ -1346,6 +1528,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"[{i}] {note}")
     for note in notes:
         print(f"note: {note}")
+    if compare:
+        print()
+        print("issue 13: the gateway beside Node ws and websockets")
+        print()
+        print(compare)
 
     rows_json = [
         {
@@ -1364,6 +1551,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "params": dataclasses.asdict(params),
                 "idle_counts": idle_counts,
                 "gateway_sources": bench.sources,
+                "gateway_base_sources": bench.base_sources,
+                "compare": compare,
                 "notes": notes,
                 "rows": rows_json,
                 "runs": bench.runs,
@@ -1375,6 +1564,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     md = [f"# Benchmark: {heading}", "", table, ""]
     md += [f"[{i}] {note}" for i, note in enumerate(footnotes, 1)]
     md += [f"- {note}" for note in notes]
+    if compare:
+        md += ["", "## Beside Node ws and websockets (issue 13)", "", compare]
     md += ["", "## Every run", "", render_runs(bench.runs), ""]
     (RESULTS / "latest.md").write_text("\n".join(md))
     say(f"bench: wrote {RESULTS / 'latest.md'} and {RESULTS / 'latest.json'}")

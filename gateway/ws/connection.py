@@ -53,6 +53,7 @@ log = logging.getLogger("gateway.ws")
 
 SLOW_CONSUMER_GRACE = 1.0  # seconds to write the 1013 close before aborting (LIMITS.md)
 CORK_BYTES = 64 * 1024  # at most this much of a handler's replies waits for one write
+LARGE_SEND = 64 * 1024  # binary messages from this size on: header and payload not joined
 
 NORMAL = CloseCode.NORMAL_CLOSURE
 
@@ -232,6 +233,14 @@ class WebSocketConnection(trio.abc.AsyncResource):
         proto = self._proto
         if proto.close is not None:
             raise ConnectionClosed(self.closed)
+        if type(message) is bytes and len(message) >= LARGE_SEND:
+            header = proto.send_binary_header(message)
+            if header is not None:
+                # Header and payload leave in one writev, never joined into a copy.
+                await trio.lowlevel.checkpoint_if_cancelled()
+                if not self._out.send_parts(header, message):
+                    await self._flush()
+                return
         frame = proto.send_message(message)
         out = self._out
         if self._inbox.messages and out.buffered + len(frame) < CORK_BYTES:

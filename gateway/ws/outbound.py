@@ -15,6 +15,10 @@ Three ways out, cheapest first:
   it ends when the connection's timers (:meth:`retire_if_idle`) find it has written nothing
   since they last looked, so an idle connection does not keep it.
 
+A large frame goes out as its header and its payload (:meth:`Outbound.send_parts`, one
+``os.writev``), never joined into a copy; what the kernel did not take is queued as a view of
+the payload.
+
 A frame is never cut: a write cancelled half way puts the rest back first in line (the writer
 task finishes it), and a slow consumer's dropped queue keeps a frame whose start is already
 out.  Accounting is in bytes: ``buffered`` counts the bytes queued without a waiter until
@@ -46,6 +50,9 @@ class Owner(Protocol):
 
 # The stream failed (or was closed) while writing: the one tree's (gateway.errors).
 OutboundClosed = StreamLost
+
+# What is queued: encoded frames, or the unwritten rest of one (a view of a large payload).
+Chunk = bytes | memoryview
 
 
 class Outbound:
@@ -79,7 +86,7 @@ class Outbound:
         # The socket for direct writes: plain TCP only (TLS must go through SSLStream).
         self._sock = stream.socket if isinstance(stream, trio.SocketStream) else None
         self._owner = owner  # told when a write fails, and when a grace period runs out
-        self.frames: list[bytes] = []  # encoded frames, in order
+        self.frames: list[Chunk] = []  # encoded frames, in order
         self._partial = False  # frames[0] is the rest of a frame whose start is out
         self.buffered = 0  # bytes queued without anyone waiting for them, until written
         self._queued = 0  # bytes ever queued
@@ -122,7 +129,30 @@ class Outbound:
         self.queue(frame, buffered=buffered)
         return False
 
-    def queue(self, frame: bytes, *, buffered: bool = False) -> None:
+    def send_parts(self, header: bytes, payload: bytes) -> bool:
+        """:meth:`send` for the frame ``header + payload``, without joining them: one
+        ``os.writev`` when the socket is free, and only the unwritten rest is queued (a view
+        of ``payload``, not a copy).  ``True`` if all of it is out."""
+        sock = self._sock
+        if sock is None or self.writing or self.frames or self.closed:
+            self.queue(header + payload)
+            return False
+        try:
+            sent = os.writev(sock.fileno(), (header, payload))
+        except OSError:
+            sent = 0
+        head = len(header)
+        if sent == head + len(payload):
+            return True
+        if sent:
+            self._partial = True  # its start is out: it must go out whole
+        if sent < head:
+            self.queue(header[sent:] + payload)
+        else:
+            self.queue(memoryview(payload)[sent - head :])
+        return False
+
+    def queue(self, frame: Chunk, *, buffered: bool = False) -> None:
         """Append ``frame``; ``buffered`` counts it towards the slow-consumer limit."""
         self.frames.append(frame)
         self._queued += len(frame)
@@ -178,7 +208,7 @@ class Outbound:
             self.writing = False
             self._written_lot.wake_all()
 
-    async def _write_all(self, data: bytes) -> None:
+    async def _write_all(self, data: Chunk) -> None:
         """Write ``data`` straight to the socket, waiting for it to be writable as needed
         (trio's ``send_all`` costs ~15% of an echo's CPU).  Cancelled, the unwritten rest goes
         back first in line and the writer task finishes it: a frame is never cut."""
@@ -206,7 +236,7 @@ class Outbound:
                 self.wake()
             raise
 
-    async def _send_all(self, data: bytes) -> None:
+    async def _send_all(self, data: Chunk) -> None:
         """Other streams (TLS, memory): ``send_all``, after which a cancelled write leaves the
         stream in an unknown state, so the connection is lost."""
         try:

@@ -19,17 +19,37 @@ frames never touch either.
 Use: ``feed(data, now)`` then iterate ``events()``; a violation raises :class:`ProtocolError`
 carrying the close code to send (§7.4.1).  The parser holds at most one frame's payload plus one
 message's fragments, both bounded by ``max_message_size``, plus the rest of the last ``feed``.
+
+Large frames are received in place: once the header of an uncompressed binary frame (or
+fragment of a binary message) of at least ``LARGE_FRAME`` bytes is in, and its limits are
+checked, the parser allocates that frame's payload once and :meth:`FrameParser.read_buffer`
+hands out the part still missing, for the shell to read the socket straight into
+(``os.readv``; then :meth:`FrameParser.feed_into`).  A 1 MiB message is then copied twice
+(kernel to that buffer, unmasked into the message) instead of four times (a read's ``bytes``,
+the growing receive buffer, the unmask, the buffer's compaction).  Text stays on the common
+path, where its UTF-8 is checked as the bytes arrive.
 """
 
 from __future__ import annotations
 
 import codecs
 import sys
+import threading
 import zlib
 from dataclasses import dataclass
+from typing import Any
 
 from gateway.errors import WebSocketProtocolError, is_sendable_close_code
-from gateway.ws.frames import OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, CloseCode, Opcode
+from gateway.ws.frames import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONT,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    CloseCode,
+    Opcode,
+)
 
 _DATA_OPS = frozenset({Opcode.CONT, Opcode.TEXT, Opcode.BINARY})
 _CONTROL_OPS = frozenset({Opcode.CLOSE, Opcode.PING, Opcode.PONG})
@@ -73,6 +93,33 @@ class ParserLimits:
     max_fragments: int = 1024
     max_frame_rate: float = 1000.0  # frames per second, sustained; 0 disables
     frame_burst: float = 5000.0
+
+
+# Uncompressed binary payloads from this size on are read into a buffer of their own (module
+# docstring); below it, one read's bytes usually hold whole frames anyway.
+LARGE_FRAME = 128 * 1024
+
+
+class _Spare(threading.local):
+    """One large-frame buffer kept per thread (per trio run) between frames: allocating and
+    freeing a megabyte per message costs the allocator more (fresh pages, zeroing) than the
+    copy it saves.  At most the largest frame a mount's ``max_message_size`` let in."""
+
+    buffer: bytearray | None = None
+
+    def take(self, size: int) -> bytearray:
+        buffer = self.buffer
+        if buffer is not None and len(buffer) >= size:
+            self.buffer = None
+            return buffer
+        return bytearray(size)
+
+    def give_back(self, buffer: bytearray) -> None:
+        if self.buffer is None or len(self.buffer) < len(buffer):
+            self.buffer = buffer
+
+
+_spare = _Spare()
 
 
 def _unmask_int(payload: bytes | bytearray | memoryview, mask: bytes) -> bytes:
@@ -165,15 +212,17 @@ class FrameParser:
         "_halt",
         "_inflated",
         "_inflater",
+        "_large",
+        "_large_filled",
+        "_large_head",
         "_last",
         "_message_inflated",
         "_now",
         "_opcode",
-        "_parts",
+        "_pieces",
         "_probe",
         "_probed",
         "_size",
-        "_text",
         "_tokens",
         "closed",
         "inflating",
@@ -188,15 +237,21 @@ class FrameParser:
         self.limits = limits
         self._inflater = inflater
         self._buf = bytearray()
+        # A large frame being received in place (module docstring): its payload buffer, how
+        # much of it is filled, and its first header byte and mask.
+        self._large: bytearray | None = None
+        self._large_filled = 0
+        self._large_head: tuple[int, bytes, int] = (0, b"", 0)  # b0, mask, payload length
         self._events: list[Event] = []
         # The message being assembled from fragments.
         self._opcode: int | None = None
         self._compressed = False
-        self._parts: list[bytes] = []
+        # The fragments so far (decoded text, or payloads), while a message is in fragments.
+        # (str pieces when ``_decoder`` is set, else bytes: one slot, one list, made on need.)
+        self._pieces: list[Any] | None = None
         self._size = 0
         self._fragments = 0
         self._decoder: codecs.IncrementalDecoder | None = None
-        self._text: list[str] = []
         self._message_inflated = 0  # bytes the compressed message in progress inflated to
         # A text frame that has only partly arrived: its payload so far is checked as UTF-8
         # (RFC 6455 §8.1: fail as soon as the bytes are invalid, not when the frame ends).
@@ -221,12 +276,53 @@ class FrameParser:
         frame in them, or until the inflated messages reach :attr:`room`."""
         if self.closed:
             return
+        if self._large is not None and data:
+            # (A stream without a socket, e.g. TLS: the bytes arrive as ``bytes`` all the same.)
+            large = self._large
+            take = min(len(data), self._large_head[2] - self._large_filled)
+            large[self._large_filled : self._large_filled + take] = data[:take]
+            self._large_filled += take
+            data = data[take:]
         self._buf += data
         if self._halt:
             self._halt = self.paused = False
         self._inflated = 0
         self._now = now
+        if self._large is not None:
+            if self._large_filled < self._large_head[2]:
+                return
+            self._finish_large(now)
         self._parse(now)
+
+    def read_buffer(self) -> memoryview | None:
+        """Where the missing part of a large frame goes (read the socket into it, then call
+        :meth:`feed_into` with the count); ``None`` when no large frame is in progress."""
+        large = self._large
+        if large is None or self.closed:
+            return None
+        return memoryview(large)[self._large_filled : self._large_head[2]]
+
+    def feed_into(self, count: int, now: float = 0.0) -> None:
+        """``count`` bytes were written into the last :meth:`read_buffer` (and nowhere else):
+        parse on as :meth:`feed` does."""
+        self._large_filled += count
+        if self._large is not None and self._large_filled >= self._large_head[2]:
+            self._inflated = 0
+            self._now = now
+            self._halt = self.paused = False
+            self._finish_large(now)
+            self._parse(now)
+
+    def _finish_large(self, now: float) -> None:
+        large, self._large = self._large, None
+        assert large is not None
+        self._large_filled = 0
+        b0, mask, length = self._large_head
+        with memoryview(large) as view:
+            payload = unmask(view[:length], mask)
+        _spare.give_back(large)
+        self._rate(now)
+        self._frame(b0, payload)
 
     def events(self) -> list[Event]:
         """The events parsed so far (and forget them)."""
@@ -260,6 +356,25 @@ class FrameParser:
                 self._check_header(b0, b1, length)
                 total = head + 4 + length
                 if end - pos < total:
+                    if (
+                        length >= LARGE_FRAME
+                        and end - pos >= head + 4
+                        and not b0 & 0x40  # uncompressed
+                        and (
+                            b0 & 0x0F == OP_BINARY
+                            or (b0 & 0x0F == OP_CONT and self._decoder is None)
+                        )
+                        and not self._compressed
+                    ):
+                        # Received in place from here on (module docstring); its limits are
+                        # checked, so the allocation is bounded by max_message_size.
+                        start = pos + head + 4
+                        self._large = large = _spare.take(length)
+                        large[: end - start] = buf[start:end]
+                        self._large_filled = end - start
+                        self._large_head = (b0, bytes(buf[pos + head : start]), length)
+                        pos = end
+                        break
                     if end - pos > head + 4 and (
                         b0 & 0x4F == OP_TEXT  # an uncompressed text frame, or a fragment of one
                         or (
@@ -375,6 +490,7 @@ class FrameParser:
             self._fragments = 0
             self._size = 0
             self._message_inflated = 0
+            self._pieces = []
             if opcode == OP_TEXT:
                 self._decoder = codecs.getincrementaldecoder("utf-8")()
         self._fragments += 1
@@ -386,19 +502,22 @@ class FrameParser:
                 payload, self.limits.max_message_size - self._message_inflated, self._now, final=fin
             )
             self._message_inflated += len(payload)
+        pieces = self._pieces
+        assert pieces is not None  # (a continuation without a message is refused earlier)
         if self._decoder is not None:
             try:
-                self._text.append(self._decoder.decode(payload, fin))
+                pieces.append(self._decoder.decode(payload, fin))
             except UnicodeDecodeError:
                 raise ProtocolError(INVALID_DATA, "invalid UTF-8") from None
         else:
-            self._parts.append(payload)
+            pieces.append(payload)
         if fin:
             self._events.append(self._finish())
 
     def _finish(self) -> str | bytes:
         message: str | bytes
-        message = "".join(self._text) if self._decoder is not None else b"".join(self._parts)
+        pieces = self._pieces or []
+        message = "".join(pieces) if self._decoder is not None else b"".join(pieces)
         if self._compressed:
             self._inflated += self._message_inflated
             if self._inflated >= self.room:
@@ -406,8 +525,7 @@ class FrameParser:
         self._opcode = None
         self._compressed = False
         self._decoder = None
-        self._parts = []
-        self._text = []
+        self._pieces = None
         self._size = 0
         return message
 

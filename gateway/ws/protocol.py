@@ -104,7 +104,7 @@ class Protocol:
         self.close: Close | None = None  # what `closed` reports (Rule 5)
         self.failure: WebSocketProtocolError | None = None  # Rule 2: the Close still to send
         self._messages: list[str | bytes] = []
-        self._outgoing: list[bytes] = []
+        self._outgoing: list[bytes] | None = None  # (created on need: most idle ones send none)
         # Keepalive: a ping every `interval`; no pong within `timeout` fails the peer.
         self._interval = limits.ping_interval
         self._timeout = limits.ping_timeout
@@ -129,11 +129,34 @@ class Protocol:
         try:
             parser.feed(data, now)
         except WebSocketProtocolError as exc:
-            self.failure = exc  # Rule 2: delivered what came before, then fail
-            self.receiving = False
-            if self.state is OPEN:
-                self.state = CLOSING
-        events = parser.events()
+            self._failed(exc)
+        self._take_events()
+
+    def read_buffer(self) -> memoryview | None:
+        """Where to read the socket into while a large frame is arriving (the parser's buffer
+        for its payload: :mod:`gateway.ws.parser`), else ``None`` (read as usual and call
+        :meth:`receive_data`)."""
+        return self.parser.read_buffer() if self.receiving else None
+
+    def receive_into(self, count: int, now: float) -> None:
+        """``count`` bytes were read into the last :meth:`read_buffer`: as
+        :meth:`receive_data`."""
+        if not self.receiving:
+            return
+        try:
+            self.parser.feed_into(count, now)
+        except WebSocketProtocolError as exc:
+            self._failed(exc)
+        self._take_events()
+
+    def _failed(self, exc: WebSocketProtocolError) -> None:
+        self.failure = exc  # Rule 2: delivered what came before, then fail
+        self.receiving = False
+        if self.state is OPEN:
+            self.state = CLOSING
+
+    def _take_events(self) -> None:
+        events = self.parser.events()
         if not events:
             return
         messages = self._messages
@@ -142,7 +165,7 @@ class Protocol:
             if kind is str or kind is bytes:
                 messages.append(event)  # type: ignore[arg-type]
             elif kind is Ping:
-                self._outgoing.append(frames.frame(Opcode.PONG, event.payload))  # type: ignore[union-attr]
+                self._send(frames.frame(Opcode.PONG, event.payload))  # type: ignore[union-attr]
             elif kind is Pong:
                 self._pong(event.payload)  # type: ignore[union-attr]
             else:
@@ -180,7 +203,7 @@ class Protocol:
         self._close_sent = True
         self.state = CLOSING
         code = None if event.code == CloseCode.NO_STATUS_RCVD else event.code
-        self._outgoing.append(frames.frame(Opcode.CLOSE, frames.close_payload(code, event.reason)))
+        self._send(frames.frame(Opcode.CLOSE, frames.close_payload(code, event.reason)))
 
     # -- sending ------------------------------------------------------------------------------
 
@@ -196,6 +219,17 @@ class Protocol:
         if deflater is not None:
             return deflater.frame(message)
         return frames.message_frame(message)
+
+    def send_binary_header(self, payload: bytes) -> bytes | None:
+        """The header of the binary frame carrying ``payload`` as is, for the shell to write
+        followed by ``payload`` (no joined copy of a large message); ``None`` if this
+        connection compresses (then :meth:`send_message`).  :raises InvalidState: as
+        :meth:`send_message`."""
+        if self.close is not None:
+            raise InvalidState("no message may follow a Close (RFC 6455 §5.5.1)")
+        if self._deflater is not None:
+            return None
+        return frames.frame_header(Opcode.BINARY, len(payload))
 
     def send_prepared(self, prepared: Prepared) -> bytes:
         """The frame of a message shared by many connections: the shared one, unless this
@@ -247,7 +281,7 @@ class Protocol:
         self._close_sent = True
         if self.state is OPEN:
             self.state = CLOSING
-        self._outgoing.append(frames.frame(Opcode.CLOSE, frames.close_payload(code, reason)))
+        self._send(frames.frame(Opcode.CLOSE, frames.close_payload(code, reason)))
         return True
 
     def fail(self, code: int, reason: str) -> bool:
@@ -265,9 +299,17 @@ class Protocol:
         """The frames the protocol decided to send (pong replies, Closes, keepalive pings),
         in order (and forget them)."""
         out = self._outgoing
-        if out:
-            self._outgoing = []
+        if out is None:
+            return []
+        self._outgoing = None
         return out
+
+    def _send(self, frame: bytes) -> None:
+        out = self._outgoing
+        if out is None:
+            self._outgoing = [frame]
+        else:
+            out.append(frame)
 
     def close_expected(self) -> bool:
         """Rule 3: nothing more will be received and our Close is sent (or the stream
@@ -300,7 +342,7 @@ class Protocol:
         payload = self._keepalive_payload = os.urandom(4)
         self._keepalive_sent = now
         self.keepalive_due = now + self._timeout
-        self._outgoing.append(frames.frame(Opcode.PING, payload))
+        self._send(frames.frame(Opcode.PING, payload))
         return True
 
     def _pong(self, payload: bytes) -> None:

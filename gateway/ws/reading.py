@@ -99,7 +99,8 @@ class Reader:
 
         On plain TCP the bytes come straight from the socket (the waiting connection's
         stack is then four coroutine frames shorter than through trio's ``receive_some``,
-        which this follows: a cancel point first, a schedule point after)."""
+        which this follows: a cancel point first, a schedule point after); while a large
+        frame arrives, straight into the parser's buffer for it (``os.readv``: no copy)."""
         if self._proto.parser.paused:
             # Compressed frames already received wait in the parser (it paused at the
             # inbox's room): parse those before reading more.
@@ -114,26 +115,35 @@ class Reader:
             return
         self.reading = True
         data: bytes | bytearray | None = b""
+        into = None  # the parser's buffer for a large frame, if one is arriving
+        count = 0  # bytes read into it
         try:
             sock = self._sock
             if sock is None:
                 data = await self._stream.receive_some(RECEIVE_SIZE)
             else:
                 await trio.lowlevel.checkpoint_if_cancelled()
+                into = self._proto.read_buffer()
                 waited = False
                 while True:
                     fd = sock.fileno()  # -1 once closed: never read a descriptor reused since
                     if fd < 0 or self.stream_closed:
                         data = b""
+                        count = 0
                         break
                     try:
-                        data = os.read(fd, RECEIVE_SIZE)
+                        if into is None:
+                            data = os.read(fd, RECEIVE_SIZE)
+                        else:
+                            count = os.readv(fd, (into,))
+                        ready = True
                     except BlockingIOError:
-                        data = None  # (not waiting in here: the exception would live as long)
+                        ready = False  # (not waiting in here: the exception would live on)
                     except OSError:
                         data = b""  # reset: the connection is lost
+                        count = 0
                         break
-                    if data is not None:
+                    if ready:
                         if not waited:
                             await trio.lowlevel.cancel_shielded_checkpoint()
                         break
@@ -141,11 +151,18 @@ class Reader:
                     waited = True
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             data = b""
+            count = 0
         finally:
             self.reading = False
             if inline:
                 self.left_reading()
-        if data:
+        if into is not None:
+            into.release()
+            if count:
+                self.consume_into(count)
+            else:
+                self.lost()
+        elif data:
             self.consume(data)
         else:
             self.lost()  # EOF without a Close frame: 1006 (§7.1.5)
@@ -186,6 +203,24 @@ class Reader:
             proto.receive_data(data, trio.current_time())
         messages = proto.events_received()
         if messages:
+            inbox.add_all(messages)
+            if inbox.waiters:
+                inbox.waiters.wake()
+        self._owner._received(due)
+        if not proto.receiving:
+            self._stop()
+
+    def consume_into(self, count: int) -> None:
+        """``count`` bytes were read into the protocol's :meth:`~Protocol.read_buffer`: as
+        :meth:`consume`."""
+        proto = self._proto
+        if not proto.receiving:
+            return
+        due = proto.keepalive_due
+        proto.receive_into(count, trio.current_time())
+        messages = proto.events_received()
+        if messages:
+            inbox = self._inbox
             inbox.add_all(messages)
             if inbox.waiters:
                 inbox.waiters.wake()

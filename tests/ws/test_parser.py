@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.ws.parser import (
+    LARGE_FRAME,
     Close,
     FrameParser,
     Inflater,
@@ -415,3 +416,80 @@ def test_text_fails_at_the_piece_carrying_the_first_invalid_byte(
         byte_at = where[bad]
         expected = max(i for i, offset in enumerate(offsets) if offset <= byte_at)
         assert failed == expected
+
+
+# -- large frames received in place (read_buffer / feed_into) -------------------------------
+
+LARGE = ParserLimits(max_message_size=4 * LARGE_FRAME, max_frame_rate=0)
+
+
+def feed_like_a_socket(parser: FrameParser, data: bytes, sizes: list[int]) -> None:
+    """Feed ``data`` as the shell does: into the parser's large-frame buffer when it offers
+    one, else as bytes; ``sizes`` are the reads' sizes, cycled."""
+    pos = i = 0
+    while pos < len(data):
+        size = sizes[i % len(sizes)]
+        i += 1
+        into = parser.read_buffer()
+        if into is None:
+            parser.feed(data[pos : pos + size])
+            pos += size
+        else:
+            piece = data[pos : pos + min(size, len(into))]
+            into[: len(piece)] = piece
+            into.release()
+            parser.feed_into(len(piece))
+            pos += len(piece)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=200_000), min_size=1, max_size=8))
+def test_large_frames_read_in_place_give_the_same_events(sizes: list[int]) -> None:
+    big = os.urandom(LARGE_FRAME + 1234)
+    data = (
+        masked_frame(TEXT, b"before")
+        + masked_frame(BINARY, big)
+        + masked_frame(PING, b"p")
+        + masked_frame(BINARY, big[: LARGE_FRAME // 2], fin=False)
+        + masked_frame(CONT, big)  # a large continuation of a binary message
+        + masked_frame(TEXT, "é".encode() * LARGE_FRAME)  # large text: the UTF-8 path
+        + masked_frame(BINARY, b"after")
+    )
+    expected = ["before", big, Ping(b"p"), big[: LARGE_FRAME // 2] + big, "é" * LARGE_FRAME]
+    expected.append(b"after")
+    for socket_like in (True, False):
+        parser = FrameParser(LARGE)
+        events: list[object] = []
+        if socket_like:
+            feed_like_a_socket(parser, data, sizes)
+        else:
+            for start in range(0, len(data), sizes[0]):
+                parser.feed(data[start : start + sizes[0]])
+        events += parser.events()
+        assert events == expected
+
+
+def test_a_large_frame_offers_its_buffer_only_once_its_header_is_checked() -> None:
+    parser = FrameParser(LARGE)
+    frame = masked_frame(BINARY, os.urandom(2 * LARGE_FRAME))
+    parser.feed(frame[:5])  # the header is not whole yet
+    assert parser.read_buffer() is None
+    parser.feed(frame[5:100])
+    into = parser.read_buffer()
+    assert into is not None and len(into) == len(frame) - 100
+    into.release()
+    # Over the limit: refused on the declared length, and no buffer is offered.
+    parser = FrameParser(LARGE)
+    with pytest.raises(ProtocolError) as info:
+        parser.feed(header_only(BINARY, 4 * LARGE_FRAME + 1))
+    assert info.value.code == 1009
+    assert parser.read_buffer() is None
+
+
+def test_large_text_and_compressed_frames_are_not_read_in_place() -> None:
+    parser = FrameParser(LARGE)
+    parser.feed(masked_frame(TEXT, b"x" * (2 * LARGE_FRAME))[:1000])
+    assert parser.read_buffer() is None  # text: checked as UTF-8 as it arrives
+    parser = FrameParser(LARGE, Inflater(15, False))
+    parser.feed(masked_frame(BINARY, b"x" * (2 * LARGE_FRAME), rsv=4)[:1000])
+    assert parser.read_buffer() is None  # compressed: inflated with its budget

@@ -66,6 +66,23 @@ async def test_a_large_message_survives_partial_writes_both_ways() -> None:
                 assert await slow_message(peer) == payload
 
 
+async def test_large_frames_read_in_place_and_written_unjoined_keep_their_order() -> None:
+    # Large binary frames are read into the parser's buffer and sent as header + payload
+    # (os.readv / os.writev); small frames around them, in the same writes, keep their place.
+    big = [bytes([i]) * (300_000 + i) for i in range(3)]
+    burst = masked_frame(0x1, b"first") + b"".join(
+        masked_frame(0x2, payload) + masked_frame(0x1, b"%d" % i) for i, payload in enumerate(big)
+    )
+    async with over_a_socket(echo) as (_, peer):
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(peer.raw, burst)
+                assert await slow_message(peer) == "first"
+                for i, payload in enumerate(big):
+                    assert await peer.message() == payload
+                    assert await peer.message() == str(i)
+
+
 async def test_replies_corked_behind_a_partial_write_keep_their_order() -> None:
     count, size = 40, 20_000
     async with over_a_socket(echo) as (_, peer):
