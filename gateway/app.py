@@ -10,21 +10,23 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import trio
 
+from gateway.access import AccessLog
 from gateway.auth import Authenticator, CookieAuthenticator
 from gateway.auth_upstream import UpstreamAuthenticator
 from gateway.broker.shell import Broker
 from gateway.broker.subscriptions import Route
 from gateway.client_limits import ClientLimits
 from gateway.config.load import allowed_hosts
-from gateway.config.schema import Config, WebSocketConfig
+from gateway.config.schema import Config, MountConfig, WebSocketConfig
 from gateway.core import cookies
+from gateway.core.address import parse_networks
 from gateway.core.decisions import MountRoute
 from gateway.core.frontdoor import HeadLimits, Policy
 from gateway.core.routing import Router, Template
@@ -33,40 +35,102 @@ from gateway.errors import ConfigError, PluginLoadError
 from gateway.mount import Mount
 from gateway.plugins import LoadedPlugin, import_object, load
 from gateway.proxy.forward import ProxyRuntime
+from gateway.stats import Stats
 
 # At shutdown, how long a connection accepted just before may still send its first request
 # (a handshake in flight then gets its 503 instead of a reset).
 FIRST_REQUEST_GRACE = 0.5
 
 
-@dataclass
+@dataclass(eq=False)
 class MountRuntime:
-    """A mount with what serving it needs."""
+    """A mount with what serving it needs, as of one config generation: a reload that keeps
+    the plugin makes a new runtime around the same :class:`Mount` and plugin instance with
+    the new ``config`` (settings for new sessions) and authenticator."""
 
     mount: Mount
     plugin: LoadedPlugin
     authenticator: Authenticator | None
+    config: MountConfig | None = None  # the mount's config in this generation
+
+    @property
+    def settings(self) -> WebSocketConfig:
+        """The WebSocket settings new sessions of this generation get."""
+        return self.mount.settings if self.config is None else self.config.websocket
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One generation of everything decided from the config: the routing policy, the mounts
+    with their plugins and authenticators, the proxy routes, the access log.  Immutable: a
+    reload (SIGHUP, :mod:`gateway.reloader`) builds a new one and replaces
+    :attr:`App.current` in one assignment, so a request sees one generation or the next,
+    never a mix; a session keeps the :class:`MountRuntime` it was admitted on."""
+
+    config: Config
+    policy: Policy
+    mounts: Mapping[str, MountRuntime]
+    static_root: Path | None
+    keyring: cookies.KeyRing | None
+    proxy: ProxyRuntime | None = None  # [proxy]: upstream pools; None when proxying is off
+    access: AccessLog | None = None  # [log] access = true; None: off (one check per request)
+    generation: int = 1
 
 
 @dataclass
 class App:
-    """Everything a connection handler consults, plus the server-wide state."""
+    """The current :class:`Snapshot` (what a connection handler consults), plus the
+    server-wide state that outlives reloads."""
 
-    config: Config
-    policy: Policy
-    mounts: dict[str, MountRuntime]
-    static_root: Path | None
-    keyring: cookies.KeyRing | None
+    current: Snapshot
     draining: bool = False  # /readyz 503, new handshakes 503
     stopping: bool = False  # no new requests at all: idle connections close
     # HTTP connections waiting for a request's first byte -> "is it their first request?"
     idle_http: dict[trio.CancelScope, bool] = field(default_factory=dict)
     connections: int = 0
     idle: trio.Event = field(default_factory=trio.Event)
-    proxy: ProxyRuntime | None = None  # [proxy]: upstream pools; None when proxying is off
     broker: Broker | None = None  # [broker]: Redis between processes; None: this one only
     # [limits]: per-client connection caps and handshake/request rates
     limits: ClientLimits = field(default_factory=lambda: ClientLimits.from_config(Config()))
+    # Mounts no longer in ``current`` whose sessions are still open (a removed mount until
+    # its sessions are closed, a replaced plugin instance until its last session ends);
+    # shutdown closes them too.
+    retired: list[MountRuntime] = field(default_factory=list)
+    # Proxy runtimes of earlier generations: requests in flight may still use their pools,
+    # which are closed at shutdown.
+    retired_proxies: list[ProxyRuntime] = field(default_factory=list)
+    stats: Stats = field(default_factory=Stats)  # counters for metrics (gateway.admin)
+    _lifespans: _Lifespans | None = None  # while lifespans() runs
+
+    # The current generation's parts, read where a request starts (each request reads
+    # ``current`` once per value; a reload between two reads is harmless: see reloader).
+    @property
+    def config(self) -> Config:
+        return self.current.config
+
+    @property
+    def policy(self) -> Policy:
+        return self.current.policy
+
+    @property
+    def mounts(self) -> Mapping[str, MountRuntime]:
+        return self.current.mounts
+
+    @property
+    def static_root(self) -> Path | None:
+        return self.current.static_root
+
+    @property
+    def keyring(self) -> cookies.KeyRing | None:
+        return self.current.keyring
+
+    @property
+    def proxy(self) -> ProxyRuntime | None:
+        return self.current.proxy
+
+    @property
+    def access(self) -> AccessLog | None:
+        return self.current.access
 
     @property
     def ready(self) -> bool:
@@ -78,19 +142,49 @@ class App:
 
     @asynccontextmanager
     async def lifespans(self) -> AsyncIterator[None]:
-        """Enter every class plugin's lifespan (in mount order), leave them in reverse."""
+        """Enter every class plugin's lifespan (in mount order), leave them in reverse.
+
+        Each lifespan runs in a task of its own, so a reload can enter a new mount's and
+        leave a removed one's (:meth:`enter_lifespans`, :meth:`leave_lifespan`) while the
+        others carry on."""
         async with AsyncExitStack() as stack:
             if self.broker is not None:  # first in, last out: it outlives every session
                 nursery = await stack.enter_async_context(trio.open_nursery())
                 stack.callback(nursery.cancel_scope.cancel)
                 await nursery.start(self.broker.run)
-            if self.proxy is not None:
-                stack.push_async_callback(self.proxy.pools.aclose)  # left last: after serving
-            for runtime in self.mounts.values():
-                instance = runtime.plugin.instance
-                if instance is not None:
-                    await stack.enter_async_context(instance.lifespan())
+            stack.push_async_callback(self._close_pools)  # left last: after serving
+            holders = await stack.enter_async_context(trio.open_nursery())
+            self._lifespans = _Lifespans(holders)
+            stack.push_async_callback(self._lifespans.leave_all)
+            await self.enter_lifespans(self.mounts.values())
             yield
+
+    async def enter_lifespans(self, runtimes: Iterable[MountRuntime]) -> None:
+        """Enter the lifespans of ``runtimes``' class plugins, in order (inside
+        :meth:`lifespans`); raises what a lifespan raised on entry, after leaving those
+        entered here."""
+        assert self._lifespans is not None, "enter_lifespans outside lifespans()"
+        entered: list[MountRuntime] = []
+        try:
+            for runtime in runtimes:
+                if runtime.plugin.instance is not None:
+                    await self._lifespans.enter(runtime)
+                    entered.append(runtime)
+        except BaseException:
+            for runtime in reversed(entered):
+                await self.leave_lifespan(runtime)
+            raise
+
+    async def leave_lifespan(self, runtime: MountRuntime) -> None:
+        """Leave ``runtime``'s plugin lifespan (a removed or replaced mount, once its
+        sessions are gone); nothing if it has none or has left already."""
+        if self._lifespans is not None:
+            await self._lifespans.leave(runtime)
+
+    async def _close_pools(self) -> None:
+        for proxy in (self.proxy, *self.retired_proxies):
+            if proxy is not None:
+                await proxy.pools.aclose()
 
     def start_draining(self) -> None:
         """Graceful shutdown: new handshakes get 503, idle keep-alive connections close now,
@@ -104,7 +198,7 @@ class App:
                 scope.deadline = min(scope.deadline, now + FIRST_REQUEST_GRACE)
             else:
                 scope.cancel()
-        for runtime in self.mounts.values():
+        for runtime in (*self.mounts.values(), *self.retired):
             runtime.mount.close_all(1001, "server shutting down")
 
     def connection_opened(self) -> None:
@@ -118,9 +212,72 @@ class App:
             self.idle.set()
 
 
+@dataclass
+class _Holder:
+    release: trio.Event = field(default_factory=trio.Event)
+    done: trio.Event = field(default_factory=trio.Event)
+
+
+@dataclass
+class _Lifespans:
+    """Plugin lifespans, each held open by a task of ``nursery`` until released."""
+
+    nursery: trio.Nursery
+    held: list[tuple[MountRuntime, _Holder]] = field(default_factory=list)
+
+    async def enter(self, runtime: MountRuntime) -> None:
+        holder = _Holder()
+        await self.nursery.start(self._hold, runtime, holder)
+        self.held.append((runtime, holder))
+
+    @staticmethod
+    async def _hold(
+        runtime: MountRuntime, holder: _Holder, *, task_status: trio.TaskStatus[None]
+    ) -> None:
+        instance = runtime.plugin.instance
+        assert instance is not None
+        try:
+            async with instance.lifespan():
+                task_status.started()
+                await holder.release.wait()
+        finally:
+            holder.done.set()
+
+    async def leave(self, runtime: MountRuntime) -> None:
+        for i, (held, holder) in enumerate(self.held):
+            if held is runtime:
+                del self.held[i]
+                holder.release.set()
+                await holder.done.wait()
+                return
+
+    async def leave_all(self) -> None:
+        while self.held:  # in reverse order of entry
+            await self.leave(self.held[-1][0])
+
+
 def build(config: Config, environ: Mapping[str, str] | None = None) -> App:
     """Load plugins and authenticators for ``config``; raises :class:`ConfigError`."""
     environ = os.environ if environ is None else environ
+    snapshot = build_snapshot(config, environ)
+    app = App(snapshot)
+    app.limits = ClientLimits.from_config(config)
+    app.broker = _broker(config, snapshot.mounts, environ)
+    app.idle.set()
+    return app
+
+
+def build_snapshot(
+    config: Config,
+    environ: Mapping[str, str],
+    reuse: Callable[[MountConfig], MountRuntime | None] = lambda mc: None,
+    generation: int = 1,
+    proxy: ProxyRuntime | None = None,
+) -> Snapshot:
+    """Everything decided from ``config``.  A reload passes ``reuse``: the running
+    :class:`MountRuntime` to keep for a mount whose plugin (``use``, ``options``) is
+    unchanged (its sessions, groups and plugin instance carry on), and the running
+    ``proxy`` when ``[proxy]`` is unchanged (its pools carry on)."""
     _importable_from(config.source)
     keyring = None
     if any(_uses_cookie(m.websocket) for m in config.plugins):
@@ -134,10 +291,13 @@ def build(config: Config, environ: Mapping[str, str] | None = None) -> App:
     mounts: dict[str, MountRuntime] = {}
     routes: list[tuple[Template, MountRoute]] = []
     for mc in config.plugins:
-        mount = Mount(mc)
-        plugin = load(mount)
         authenticator = _authenticator(mc.name, mc.websocket, keyring, config)
-        mounts[mc.name] = MountRuntime(mount, plugin, authenticator)
+        kept = reuse(mc)
+        if kept is not None:
+            mounts[mc.name] = MountRuntime(kept.mount, kept.plugin, authenticator, mc)
+        else:
+            mount = Mount(mc)
+            mounts[mc.name] = MountRuntime(mount, load(mount), authenticator, mc)
         route = MountRoute(mc.name, mc.websocket.origins, mc.websocket.require_origin)
         routes.append((Template.parse(mc.path), route))
     policy = Policy(
@@ -154,17 +314,18 @@ def build(config: Config, environ: Mapping[str, str] | None = None) -> App:
         ),
         proxy=_proxy_routes(config),
         hosts=allowed_hosts(config.server),
+        trusted=parse_networks(config.server.trusted_proxies + config.proxy.trusted_proxies),
     )
     static_root = Path(config.http.static_root) if config.http.static_root else None
-    app = App(config, policy, mounts, static_root, keyring)
-    # The proxy trusts X-Forwarded-For from both lists (server.trusted_proxies is the one
-    # definition; proxy.trusted_proxies is kept for configs written before it).
-    trusted = config.proxy.trusted_proxies + config.server.trusted_proxies
-    app.proxy = ProxyRuntime.build(dataclasses.replace(config.proxy, trusted_proxies=trusted))
-    app.limits = ClientLimits.from_config(config)
-    app.broker = _broker(config, mounts, environ)
-    app.idle.set()
-    return app
+    if proxy is None:
+        # The proxy trusts X-Forwarded-For from both lists (server.trusted_proxies is the one
+        # definition; proxy.trusted_proxies is kept for configs written before it).
+        trusted = config.proxy.trusted_proxies + config.server.trusted_proxies
+        proxy = ProxyRuntime.build(dataclasses.replace(config.proxy, trusted_proxies=trusted))
+    access = AccessLog(config.log.access_rate) if config.log.access else None
+    return Snapshot(
+        config, policy, mounts, static_root, keyring, proxy, access, generation=generation
+    )
 
 
 def _broker(
@@ -183,30 +344,42 @@ def _broker(
                 f"environment variable {config.broker.password_env} is not set",
             )
     broker = Broker(config.broker, password)
-    broker.attach(
-        _LocalMounts({name: runtime.mount for name, runtime in mounts.items()}),
-        {name: runtime.mount.settings.max_message_size for name, runtime in mounts.items()},
-    )
-    for runtime in mounts.values():
-        runtime.mount.cluster = broker
+    attach_broker(broker, mounts.values(), ())
     return broker
+
+
+def attach_broker(
+    broker: Broker, runtimes: Iterable[MountRuntime], retired: Iterable[MountRuntime]
+) -> None:
+    """Deliver the broker's messages to these mounts (a reload calls it again with the new
+    generation's, and the retired ones whose sessions are still open)."""
+    current = list(runtimes)
+    local: dict[str, list[Mount]] = {}
+    for runtime in (*current, *retired):
+        runtime.mount.cluster = broker
+        local.setdefault(runtime.mount.name, []).append(runtime.mount)
+    broker.attach(_LocalMounts(local), {r.mount.name: r.settings.max_message_size for r in current})
 
 
 @dataclass
 class _LocalMounts:
-    """This process's mounts, as the broker delivers to and counts them."""
+    """This process's mounts, as the broker delivers to and counts them (after a reload
+    that replaced a plugin, a name may have two: the new one and the one whose sessions
+    are still open)."""
 
-    mounts: dict[str, Mount]
+    mounts: dict[str, list[Mount]]
 
     def deliver(self, route: Route, message: str | bytes) -> int:
-        mount = self.mounts.get(route.mount)
-        return mount.deliver(route, message) if mount is not None else 0
+        return sum(mount.deliver(route, message) for mount in self.mounts.get(route.mount, ()))
 
     def local_counts(self) -> Iterator[tuple[Route, int]]:
-        for mount in self.mounts.values():
-            yield mount.route, len(mount)
-            for group in mount.groups.values():
-                yield group.route, len(group)
+        counts: dict[Route, int] = {}
+        for mounts in self.mounts.values():
+            for mount in mounts:
+                counts[mount.route] = counts.get(mount.route, 0) + len(mount)
+                for group in mount.groups.values():
+                    counts[group.route] = counts.get(group.route, 0) + len(group)
+        yield from counts.items()
 
 
 def _proxy_routes(config: Config) -> ProxyRoutes | None:

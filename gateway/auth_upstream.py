@@ -32,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -42,6 +42,7 @@ import trio
 
 from gateway.api import UpgradeRequest
 from gateway.core.decisions import Reject
+from gateway.core.histogram import Histogram
 from gateway.log import safe
 
 log = logging.getLogger("gateway.auth")
@@ -252,14 +253,24 @@ class UpstreamAuthenticator:
         self.cache = TTLCache(cache_ttl)
         self.clock = clock
         self.last_rejection: str | None = None  # for the handshake log line
+        # For metrics: verdicts ("accepted", "401", "403", "unavailable"), answers taken from
+        # the cache, and how long the auth service took to answer (cache hits excluded).
+        self.outcomes: Counter[str] = Counter()
+        self.cache_hits = 0
+        self.latency = Histogram()
 
     async def __call__(self, request: UpgradeRequest) -> str | Reject:
         key = cache_key(request)
         answer = self.cache.get(key, self.clock())
-        if answer is None:
+        if answer is not None:
+            self.cache_hits += 1
+        else:
+            started = trio.current_time()
             try:
                 answer = await self._ask(request)
             except AuthServiceError as exc:
+                self.latency.observe(trio.current_time() - started)
+                self.outcomes["unavailable"] += 1
                 self.last_rejection = str(exc)
                 log.warning(
                     "auth service %s failed for %s: %s",
@@ -268,7 +279,9 @@ class UpstreamAuthenticator:
                     safe(exc),
                 )
                 return UNAVAILABLE
+            self.latency.observe(trio.current_time() - started)
             self.cache.put(key, answer, self.clock())
+        self.outcomes["accepted" if answer.user is not None else str(answer.status)] += 1
         return self._verdict(answer)
 
     async def _ask(self, request: UpgradeRequest) -> Answer:

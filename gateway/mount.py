@@ -17,16 +17,23 @@ and to a user's while that user has sessions here.  ``len()`` stays local;
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
 from gateway.broker.subscriptions import Route
 from gateway.config.schema import MountConfig, WebSocketConfig
+from gateway.metered import metered, payload_size
 from gateway.ws import frames
 from gateway.ws.connection import WebSocketConnection
 
 log = logging.getLogger("gateway.mount")
+
+# The engine's Close reasons for the two closes counted on their own (gateway.ws.connection
+# and gateway.ws.protocol): a client that did not read its queue, a peer that stopped answering.
+SLOW_CONSUMER = "slow consumer"
+KEEPALIVE_TIMEOUT = "keepalive ping timeout"
 
 
 class Cluster(Protocol):
@@ -77,7 +84,7 @@ class Group:
     def broadcast(self, message: str | bytes, *, exclude: WebSocketConnection | None = None) -> int:
         """Queue ``message`` for every member (except ``exclude``); returns how many local
         members took it.  With a broker, also queues one PUBLISH for the other processes."""
-        sent = _fan_out(self._members, message, exclude)
+        sent = _fan_out(self.mount, self._members, message, exclude)
         if self.mount.cluster is not None:
             self.mount.cluster.publish(self.route, message)
         return sent
@@ -106,6 +113,14 @@ class Mount:
         self.route = Route("m", self.name)
         self._users: dict[str, set[WebSocketConnection]] = {}  # authenticated sessions
         self._user_of: dict[WebSocketConnection, str] = {}
+        # For metrics (gateway.admin.collector reads them at scrape time): handshakes by
+        # status; messages and payload bytes of closed connections and of every fan-out (open
+        # connections count their own, gateway.metered); closes by code.
+        self.handshakes: Counter[int] = Counter()
+        self.messages_in = self.messages_out = self.bytes_in = self.bytes_out = 0
+        self.closes: Counter[int] = Counter()
+        self.slow_consumer_closes = 0
+        self.keepalive_closes = 0
 
     @property
     def clients(self) -> frozenset[WebSocketConnection]:
@@ -139,7 +154,7 @@ class Mount:
     def broadcast(self, message: str | bytes, *, exclude: WebSocketConnection | None = None) -> int:
         """Queue ``message`` for every client of this mount; returns how many local clients
         took it.  With a broker, also queues one PUBLISH for the other processes."""
-        sent = _fan_out(self._clients, message, exclude)
+        sent = _fan_out(self, self._clients, message, exclude)
         if self.cluster is not None:
             self.cluster.publish(self.route, message)
         return sent
@@ -154,7 +169,7 @@ class Mount:
         """Queue ``message`` for every session of the authenticated ``user`` on this mount,
         in every process (Centrifugo's personal channel); returns how many local sessions took
         it.  ``user`` is the principal's name (:func:`gateway.auth.principal_user`)."""
-        sent = _fan_out(self._users.get(user, set()), message, exclude)
+        sent = _fan_out(self, self._users.get(user, set()), message, exclude)
         if self.cluster is not None:
             self.cluster.publish(Route("u", self.name, user), message)
         return sent
@@ -171,10 +186,10 @@ class Mount:
         the frame is encoded once here, for every local holder)."""
         if route.kind == "g":
             group = self._groups.get(route.name)
-            return _fan_out(group._members, message, None) if group is not None else 0
+            return _fan_out(self, group._members, message, None) if group is not None else 0
         if route.kind == "u":
-            return _fan_out(self._users.get(route.name, set()), message, None)
-        return _fan_out(self._clients, message, None)
+            return _fan_out(self, self._users.get(route.name, set()), message, None)
+        return _fan_out(self, self._clients, message, None)
 
     def register(
         self, ws: WebSocketConnection, *, reserved: bool = False, user: str | None = None
@@ -202,6 +217,7 @@ class Mount:
         if ws not in self._clients:
             return
         self._clients.discard(ws)
+        self._count_end(ws)
         if not self._clients and self.cluster is not None:
             self.cluster.release(self.route)
         user = self._user_of.pop(ws, None)
@@ -213,6 +229,23 @@ class Mount:
                 if self.cluster is not None:
                     self.cluster.release(Route("u", self.name, user))
 
+    def _count_end(self, ws: WebSocketConnection) -> None:
+        """A session ended: its close code, and its traffic into the mount's totals."""
+        closed = ws.closed
+        code = closed.code if closed is not None else 1006
+        self.closes[code] += 1
+        reason = closed.reason if closed is not None else None
+        if code == 1013 and reason == SLOW_CONSUMER:
+            self.slow_consumer_closes += 1
+        elif code == 1011 and reason == KEEPALIVE_TIMEOUT:
+            self.keepalive_closes += 1
+        counted = metered(ws)
+        if counted is not None:
+            self.messages_in += counted.messages_in
+            self.messages_out += counted.messages_out
+            self.bytes_in += counted.bytes_in
+            self.bytes_out += counted.bytes_out
+
     def close_all(self, code: int, reason: str) -> None:
         """Start closing every client (shutdown: 1001); each finishes in its own task."""
         for ws in list(self._clients):
@@ -220,11 +253,17 @@ class Mount:
 
 
 def _fan_out(
-    members: set[WebSocketConnection], message: str | bytes, exclude: WebSocketConnection | None
+    mount: Mount,
+    members: set[WebSocketConnection],
+    message: str | bytes,
+    exclude: WebSocketConnection | None,
 ) -> int:
     prepared = frames.Prepared(message)  # the frame is encoded once, for everyone
     sent = 0
     for ws in list(members):  # a member may leave while we iterate (slow-consumer close)
         if ws is not exclude and ws.send_nowait(prepared):
             sent += 1
+    if sent:  # counted once per fan-out, never per recipient
+        mount.messages_out += sent
+        mount.bytes_out += sent * payload_size(message)
     return sent

@@ -14,14 +14,16 @@ from __future__ import annotations
 import errno
 import logging
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import trio
 from trio_websocket import Endpoint
 
+from gateway import admin, reloader
 from gateway.app import App
 from gateway.client_limits import CONNECTIONS_RESPONSE, Slot
 from gateway.config.load import parse_listen
+from gateway.config.schema import Config
 from gateway.http.http11 import serve_connection
 from gateway.log import RateLimit
 
@@ -63,6 +65,18 @@ async def open_listeners(addresses: Sequence[str]) -> list[trio.SocketListener]:
     return listeners
 
 
+def announce(config: Config, urls: Sequence[str]) -> None:
+    """The lines a person reads first, once: what is served and where to point a browser."""
+    if not urls:
+        return
+    base = urls[0]
+    ws_base = "ws" + base.removeprefix("http")
+    mounts = ", ".join(f"{m.name} {ws_base}{m.path}" for m in config.plugins) or "none"
+    log.info("serving %d mounts: %s", len(config.plugins), mounts)
+    page = " (static files)" if config.http.static_root is not None else ""
+    log.info("open %s/ in a browser%s", base, page)
+
+
 def bound_urls(listeners: Sequence[trio.SocketListener], secure: bool) -> list[str]:
     """``http://127.0.0.1:41234`` for every listener, with the port the OS chose."""
     urls = []
@@ -78,9 +92,12 @@ async def serve(
     listeners: list[trio.SocketListener],
     shutdown: trio.Event,
     *,
+    reloads: trio.MemoryReceiveChannel[Callable[[], Config]] | None = None,
+    admin_listeners: Sequence[trio.SocketListener] = (),
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until ``shutdown`` is set, then drain (see the module docstring)."""
+    """Serve until ``shutdown`` is set, then drain (see the module docstring).  Each loader
+    received on ``reloads`` (SIGHUP) reloads the config (:mod:`gateway.reloader`)."""
     tls = app.config.server.tls
     context = ssl_context(tls.cert, tls.key) if tls else None
     urls = bound_urls(listeners, context is not None)
@@ -89,8 +106,12 @@ async def serve(
         async with trio.open_nursery() as accepting:
             for listener in listeners:
                 accepting.start_soon(_accept_loop, app, listener, connections, context, crashes)
+            if reloads is not None:
+                accepting.start_soon(_reload_loop, app, reloads, connections)
             for url in urls:
                 log.info("listening on %s", url)
+            if admin_listeners:  # [admin]: served to the very end, the drain included
+                await connections.start(admin.serve_local, app, admin_listeners)
             task_status.started(urls)
             await shutdown.wait()
             # /readyz answers 503 from now on and new handshakes get 503; with a drain_delay
@@ -111,6 +132,17 @@ async def serve(
             log.warning("shutdown timeout: aborting %d connections", app.connections)
         connections.cancel_scope.cancel()
     log.info("stopped")
+
+
+async def _reload_loop(
+    app: App,
+    reloads: trio.MemoryReceiveChannel[Callable[[], Config]],
+    connections: trio.Nursery,
+) -> None:
+    """One reload at a time, in order; none once draining (the accept loops' scope ends this
+    task when the drain begins)."""
+    async for load in reloads:
+        await reloader.reload(app, load, connections)
 
 
 async def _accept_loop(
@@ -135,12 +167,15 @@ async def _accept_loop(
                 continue
             raise
         if app.connections >= limit:
+            app.stats.refused["capacity"] += 1
             nursery.start_soon(_refuse, stream, context)
             continue
         slot = app.limits.admit(stream)  # [limits]: this client's open connections
         if slot is None:
+            app.stats.refused["client"] += 1
             nursery.start_soon(_refuse, stream, context, CONNECTIONS_RESPONSE)
             continue
+        app.stats.accepted += 1
         app.connection_opened()
         nursery.start_soon(_connection, app, stream, context, crashes, slot)
 

@@ -10,7 +10,10 @@ errors are resolved once, before any worker exists), then starts N worker proces
   drains the others and exits non-zero, so the init system sees a failed service;
 * SIGTERM/SIGINT: every worker is sent SIGTERM and drains exactly as a single process does;
   a second one: SIGQUIT, every worker stops now; a worker still running at
-  :func:`~gateway.supervision.drain_deadline` is killed.
+  :func:`~gateway.supervision.drain_deadline` is killed;
+* SIGHUP: the supervisor loads and checks the config file; if it is good, every worker is
+  sent SIGHUP and reloads it as a single process does (and a worker restarted later starts
+  on it); if not, the error is logged with its key path and nothing changes.
 
 The supervisor never accepts a connection.  It holds the sockets while the workers run, so a
 connection waiting on a worker that died is served by its restart, never reset.
@@ -18,6 +21,7 @@ connection waiting on a worker that died is served by its restart, never reset.
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -25,13 +29,17 @@ import pickle
 import signal
 import socket
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import trio
 
-from gateway import worker, worker_sockets
-from gateway.config.schema import Config
-from gateway.errors import ConfigError
+from gateway import pidfile, server, worker, worker_sockets
+from gateway.admin import server as admin_server
+from gateway.admin import workers as admin_workers
+from gateway.config.reload import plan
+from gateway.config.schema import Config, LogConfig
+from gateway.errors import ConfigError, ListenError
 from gateway.supervision import (
     HANDLED_SIGNALS,
     WORKER_SIGNAL,
@@ -69,6 +77,9 @@ class Supervisor:
     config: Config
     slots: list[_Slot]
     log_level: str
+    log_format: str = "text"
+    load: Callable[[], Config] | None = None  # the config file with the command line's options
+    payload: bytes = b""  # the config every worker starts on (pickled)
     policy: RestartPolicy = field(default_factory=RestartPolicy)
     phase: Phase = Phase.RUNNING
     gave_up: bool = False
@@ -81,14 +92,19 @@ class Supervisor:
     spawning: int = 0  # workers being started: their sockets must stay open until they are
 
     async def run(self) -> int:
-        payload = pickle.dumps(self.config)
+        self.payload = pickle.dumps(self.config)
         log.info("supervisor pid %d: starting %d workers", os.getpid(), len(self.slots))
+        admin_listeners = await admin_server.open_listeners(self.config)  # [admin], if any
         try:
             async with trio.open_nursery() as nursery:
+                if admin_listeners:  # metrics of every worker: gateway.admin.workers
+                    await nursery.start(
+                        admin_workers.supervise, self.config, len(self.slots), admin_listeners
+                    )
                 nursery.start_soon(self._signals)
                 async with trio.open_nursery() as slots:
                     for slot in self.slots:
-                        slots.start_soon(self._keep_running, slot, payload)
+                        slots.start_soon(self._keep_running, slot)
                 nursery.cancel_scope.cancel()
         finally:
             self._close_sockets()
@@ -106,10 +122,10 @@ class Supervisor:
                 for sock in slot.sockets:
                     sock.close()
 
-    async def _keep_running(self, slot: _Slot, payload: bytes) -> None:
+    async def _keep_running(self, slot: _Slot) -> None:
         """Run worker ``slot`` until the gateway stops, restarting it when it dies."""
         while self.phase is Phase.RUNNING:
-            pid, returncode = await self._run_once(slot, payload)
+            pid, returncode = await self._run_once(slot, self.payload)
             if self.phase is not Phase.RUNNING:
                 slot.stop_status = returncode
                 level = logging.INFO if returncode == 0 else logging.WARNING
@@ -142,7 +158,7 @@ class Supervisor:
     async def _run_once(self, slot: _Slot, payload: bytes) -> tuple[int, int]:
         """Start worker ``slot``, hand it the config, wait for it to exit: (pid, returncode)."""
         fds = slot.fds
-        command = worker.command(slot.index, fds, self.log_level)
+        command = worker.command(slot.index, fds, self.log_level, self.log_format)
         self.spawning += 1
         try:
             process = await trio.lowlevel.open_process(command, stdin=subprocess.PIPE, pass_fds=fds)
@@ -181,12 +197,36 @@ class Supervisor:
         return process.pid, process.returncode
 
     async def _signals(self) -> None:
-        with trio.open_signal_receiver(*HANDLED_SIGNALS) as signals:
+        with trio.open_signal_receiver(*HANDLED_SIGNALS, signal.SIGHUP) as signals:
             async for signum in signals:
+                if signum == signal.SIGHUP:
+                    self._reload()
+                    continue
                 self.phase, action = on_signal(self.phase, signum)
                 if action is not Action.IGNORE:
                     log.info("%s: %s every worker", signal.Signals(signum).name, action.value)
                     self._act(action)
+
+    def _reload(self) -> None:
+        """SIGHUP: check the file here first (a bad one changes nothing anywhere), then pass
+        the reload to every worker; restarts start on the new config."""
+        if self.load is None or self.phase is not Phase.RUNNING:
+            return
+        try:
+            loaded = self.load()
+        except ConfigError as exc:
+            log.error("reload failed, workers keep the previous config: %s", exc)  # noqa: TRY400
+            return
+        self.config = plan(self.config, loaded).config  # restart-only keys stay as running
+        self.payload = pickle.dumps(self.config)
+        log.info("SIGHUP: reloading every worker")
+        for slot in self.slots:
+            process = slot.process
+            if process is not None and process.returncode is None:
+                try:
+                    process.send_signal(signal.SIGHUP)
+                except ProcessLookupError:
+                    pass
 
     def _act(self, action: Action) -> None:
         """Tell every live worker to drain, or to stop now."""
@@ -218,20 +258,41 @@ async def _send_config(stdin: trio.abc.SendStream, payload: bytes) -> None:
         pass  # the worker died before reading it: its exit status says why
 
 
-def run(config: Config, workers: int, log_level: str) -> int:
+def run(
+    config: Config,
+    workers: int,
+    log_config: LogConfig,
+    load: Callable[[], Config] | None = None,
+) -> int:
     """Bind, then supervise ``workers`` worker processes until a signal or a give-up; the
-    exit status.  Raises :class:`ConfigError` if an address cannot be bound."""
+    exit status.  Raises :class:`ListenError` if an address cannot be bound."""
     reuseport = worker_sockets.balancing_supported()
     try:
         sockets = worker_sockets.bind(config.server.listen, workers, reuseport=reuseport)
     except OSError as exc:
-        raise ConfigError("server.listen", f"cannot listen: {exc.strerror or exc}") from None
+        raise ListenError(
+            f"cannot listen on {', '.join(config.server.listen)}: {exc.strerror or exc}"
+            + (
+                " (address in use: pick another with --listen HOST:PORT)"
+                if exc.errno == errno.EADDRINUSE
+                else ""
+            )
+        ) from None
     for url in _urls(sockets[0], secure=config.server.tls is not None):
         log.info("listening on %s", url)
     how = "a socket of its own per address (SO_REUSEPORT)" if reuseport else "shared sockets"
     log.info("%d workers, each on %s", workers, how)
     slots = [_Slot(i, socks) for i, socks in enumerate(sockets, start=1)]
-    return trio.run(Supervisor(config, slots, log_level).run)
+    urls = _urls(sockets[0], secure=config.server.tls is not None)
+    server.announce(config, urls)
+    supervisor = Supervisor(config, slots, log_config.level, log_config.format, load)
+    if config.server.pid_file is not None:
+        pidfile.write(config.server.pid_file)
+    try:
+        return trio.run(supervisor.run)
+    finally:
+        if config.server.pid_file is not None:
+            pidfile.remove(config.server.pid_file)
 
 
 def _urls(sockets: list[socket.socket], *, secure: bool) -> list[str]:

@@ -35,6 +35,7 @@ from gateway.core.decisions import REASONS, Reject, Upgrade
 from gateway.errors import CloseSession
 from gateway.errors import Refused as Refused  # the one Refused; http11 catches it here
 from gateway.log import RateLimit, safe
+from gateway.metered import MeteredConnection
 from gateway.ws import deflate
 from gateway.ws.connection import Limits, WebSocketConnection
 from gateway.ws.deflate import DeflateParams
@@ -236,7 +237,9 @@ def open_session(
     request = admission.request
     runtime = handover.runtime
     mount = runtime.mount
-    ws = WebSocketConnection(
+    # With [admin], a connection that counts its messages for metrics (gateway.metered).
+    engine = MeteredConnection if app.config.admin is not None else WebSocketConnection
+    ws = engine(
         handover.stream,
         path=handover.target,
         subprotocol=admission.subprotocol,
@@ -259,20 +262,42 @@ def open_session(
         header_block=handover.header_block,
     )
     handler_task = functools.partial(call_handler, runtime.plugin.handler, ws, session)
-    session.log.info("open %s from %s", safe(session.path), session.remote)
+    user = auth.principal_user(request.principal)
+    session.log.info(
+        "open %s",
+        safe(session.path),
+        extra={"remote": remote_text(session.remote), "user": None if user is None else safe(user)},
+    )
     if app.draining:  # shutdown began during the handshake
         ws.close_nowait(1001, "server shutting down")
     # last: from here on the caller's finally unregisters
-    mount.register(ws, reserved=True, user=auth.principal_user(request.principal))
+    mount.register(ws, reserved=True, user=user)
     return ws, session, handler_task
 
 
-def log_closed(ws: WebSocketConnection, session: Session) -> None:
-    """The session's last log line (a new adapter: none is kept alive for the session's life)."""
+# Per-session counters, written on the closed line when the connection keeps them.
+_COUNTERS = ("messages_in", "messages_out", "bytes_in", "bytes_out")
+
+
+def log_closed(ws: WebSocketConnection, session: Session, opened: float | None = None) -> None:
+    """The session's last log line (a new adapter: none is kept alive for the session's
+    life): the close code and reason, how long it lasted (``opened``: trio time at the 101)
+    and what went through it."""
     closed = ws.closed
-    session.log.info(
-        "closed %s %s", closed.code if closed else "-", safe(closed.reason or "") if closed else ""
-    )
+    user = auth.principal_user(session.principal)
+    fields: dict[str, object] = {
+        "remote": remote_text(session.remote),
+        "user": None if user is None else safe(user),
+        "code": closed.code if closed else None,
+        "reason": safe(closed.reason or "") if closed else None,
+    }
+    if opened is not None:
+        fields["duration_ms"] = round((trio.current_time() - opened) * 1000, 1)
+    for name in _COUNTERS:
+        value = getattr(ws, name, None)
+        if isinstance(value, int):
+            fields[name] = value
+    session.log.info("closed", extra=fields)
 
 
 async def call_handler(handler: Handler, ws: WebSocketConnection, session: Session) -> None:

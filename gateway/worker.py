@@ -13,6 +13,7 @@ the worker drains rather than serve on unsupervised.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import pickle
@@ -26,6 +27,8 @@ import trio
 from gateway import app as app_module
 from gateway import log as log_module
 from gateway import server
+from gateway.admin import workers as admin_workers
+from gateway.config.load import load_file
 from gateway.config.schema import Config
 from gateway.errors import ConfigError
 
@@ -34,7 +37,7 @@ log = logging.getLogger("gateway.worker")
 EXIT_CONFIG = 2
 
 
-def command(index: int, fds: Sequence[int], log_level: str) -> list[str]:
+def command(index: int, fds: Sequence[int], log_level: str, log_format: str = "text") -> list[str]:
     """The command line that starts worker ``index`` on the inherited ``fds``."""
     return [
         sys.executable,
@@ -46,6 +49,8 @@ def command(index: int, fds: Sequence[int], log_level: str) -> list[str]:
         ",".join(str(fd) for fd in fds),
         "--log-level",
         log_level,
+        "--log-format",
+        log_format,
     ]
 
 
@@ -54,12 +59,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--index", type=int, required=True)
     parser.add_argument("--fds", required=True)
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-format", default="text", choices=["text", "json"])
     # Until the signal receivers are in place: a Ctrl-C in the terminal reaches the whole
-    # process group, and the supervisor forwards it as SIGTERM anyway (no traceback here).
+    # process group, and the supervisor forwards it as SIGTERM anyway (no traceback here);
+    # a SIGHUP (reload) would end the process by default.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     args = parser.parse_args(argv)
-    log_module.configure(args.log_level)
-    tag_log_lines(f"worker {args.index}")
+    log_module.configure(args.log_level, args.log_format)
+    tag_log_lines(args.index)
     # The supervisor wrote the config it validated; it is our own parent, so unpickling
     # its bytes trusts nobody new.
     try:
@@ -73,10 +81,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gateway: worker {args.index}: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     listeners = [adopt(int(fd)) for fd in args.fds.split(",")]
-    trio.run(run, app, listeners)
+    trio.run(run, app, listeners, args.index)
     # Served and drained: a late signal from the supervisor must not turn this clean exit
     # into a death by signal.
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP):
         signal.signal(signum, signal.SIG_IGN)
     return 0
 
@@ -86,19 +94,37 @@ def adopt(fd: int) -> trio.SocketListener:
     return trio.SocketListener(trio.socket.from_stdlib_socket(socket.socket(fileno=fd)))
 
 
-async def run(app: app_module.App, listeners: list[trio.SocketListener]) -> None:
+async def run(app: app_module.App, listeners: list[trio.SocketListener], index: int = 0) -> None:
     shutdown = trio.Event()
+    send, receive = trio.open_memory_channel[Callable[[], Config]](1)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_signals, shutdown, nursery.cancel_scope)
+        nursery.start_soon(_signals, shutdown, nursery.cancel_scope, send, app.config.source)
         nursery.start_soon(_watch_supervisor, shutdown)
-        await server.serve(app, listeners, shutdown)
+        nursery.start_soon(admin_workers.serve_worker, app, index)  # [admin]: its metrics
+        await server.serve(app, listeners, shutdown, reloads=receive)
         nursery.cancel_scope.cancel()
 
 
-async def _signals(shutdown: trio.Event, scope: trio.CancelScope) -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGQUIT) as signals:
+async def _signals(
+    shutdown: trio.Event,
+    scope: trio.CancelScope,
+    reloads: trio.MemorySendChannel[Callable[[], Config]] | None = None,
+    source: str | None = None,
+) -> None:
+    handled = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP)
+    with trio.open_signal_receiver(*handled) as signals:
         async for signum in signals:
             name = signal.Signals(signum).name
+            if signum == signal.SIGHUP:
+                # From the supervisor, which checked the file: read it again here (the keys
+                # the command line set are restart-only, kept by the reload as running).
+                if reloads is not None and source is not None and not shutdown.is_set():
+                    log.info("%s: reloading the config", name)
+                    try:
+                        reloads.send_nowait(functools.partial(load_file, source))
+                    except trio.WouldBlock:
+                        pass  # one is queued already
+                continue
             if signum == signal.SIGQUIT:
                 log.warning("%s: stopping now", name)
                 scope.cancel()
@@ -120,18 +146,19 @@ async def _watch_supervisor(shutdown: trio.Event) -> None:
 
 
 class _TaggedRecords:
-    """A log record factory that prefixes every message with the worker's name and pid, so
-    the interleaved lines of N workers on one stderr say whose they are."""
+    """A log record factory that marks every record with the worker's number (the text
+    format writes ``[worker N pid P]`` before the message, the JSON format ``worker`` and
+    ``pid`` fields), so the interleaved lines of N workers on one stderr say whose they are."""
 
-    def __init__(self, tag: str, factory: Callable[..., logging.LogRecord]) -> None:
-        self.prefix = f"[{tag} pid {os.getpid()}] "
+    def __init__(self, index: int, factory: Callable[..., logging.LogRecord]) -> None:
+        self.index = index
         self.factory = factory
 
     def __call__(self, *args: object, **kwargs: object) -> logging.LogRecord:
         record = self.factory(*args, **kwargs)
-        record.msg = self.prefix + str(record.msg)
+        record.worker = self.index
         return record
 
 
-def tag_log_lines(tag: str) -> None:
-    logging.setLogRecordFactory(_TaggedRecords(tag, logging.getLogRecordFactory()))
+def tag_log_lines(index: int) -> None:
+    logging.setLogRecordFactory(_TaggedRecords(index, logging.getLogRecordFactory()))

@@ -320,6 +320,7 @@ class Broker:
         if since is None:
             log.info("broker: Redis %s connection up (node %s)", name, self.node_id)
         else:
+            self.stats[f"{name}_reconnects"] += 1  # back after an outage (for metrics)
             dropped = self.stats["publish_dropped_disconnected"]
             log.warning(
                 "broker: Redis %s connection back after %.1fs (%d broadcasts not published "

@@ -19,24 +19,38 @@ from urllib.parse import urlsplit
 
 from gateway.auth_upstream import AuthURL
 from gateway.config.schema import (
+    AdminConfig,
     AuthConfig,
     BrokerConfig,
     Config,
     HttpConfig,
     LimitsConfig,
+    LogConfig,
     MountConfig,
     ProxyConfig,
     ServerConfig,
     WebSocketConfig,
 )
-from gateway.config.validate import build, describe
+from gateway.config.validate import Errors, build, describe
 from gateway.core import origin
 from gateway.core.address import parse_networks
 from gateway.core.routing import Template
 from gateway.core.upstream import parse_upstream
 from gateway.errors import ConfigError
+from gateway.log import parse_level
 
-_TABLES = {"server", "http", "auth", "websocket", "plugins", "proxy", "broker", "limits"}
+_TABLES = {
+    "server",
+    "http",
+    "auth",
+    "websocket",
+    "plugins",
+    "proxy",
+    "broker",
+    "limits",
+    "log",
+    "admin",
+}
 _MOUNT_KEYS = {"path", "use", "options"}
 _WS_KEYS = {f.name for f in dataclasses.fields(WebSocketConfig)}
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -63,9 +77,57 @@ def parse(
 ) -> Config:
     """Check already-parsed TOML ``data``; see the module docstring."""
     base_dir = base_dir or Path.cwd()
+    errors = Errors()  # every table is checked, so one run reports every problem
     for key in data:
         if key not in _TABLES:
-            raise ConfigError(key, f"unknown table (known tables: {', '.join(sorted(_TABLES))})")
+            known = ", ".join(sorted(_TABLES))
+            errors.add(ConfigError(key, f"unknown table (known tables: {known})"))
+    server = errors.attempt(lambda: _server(data, base_dir), ServerConfig())
+    http = errors.attempt(
+        lambda: _http(build(HttpConfig, data.get("http", {}), "http"), base_dir), HttpConfig()
+    )
+    auth = errors.attempt(lambda: build(AuthConfig, data.get("auth", {}), "auth"), AuthConfig())
+    websocket = errors.attempt(
+        lambda: _websocket(
+            build(WebSocketConfig, data.get("websocket", {}), "websocket"), "websocket"
+        ),
+        WebSocketConfig(),
+    )
+    mounts = _mounts(data.get("plugins", {}), websocket, http, errors)
+    proxy = errors.attempt(
+        lambda: _proxy(build(ProxyConfig, data.get("proxy", {}), "proxy")), ProxyConfig()
+    )
+    broker = None
+    if "broker" in data:
+        broker = errors.attempt(
+            lambda: _broker(build(BrokerConfig, data["broker"], "broker")), None
+        )
+    limits = errors.attempt(
+        lambda: build(LimitsConfig, data.get("limits", {}), "limits"), LimitsConfig()
+    )
+    log = errors.attempt(lambda: _log(build(LogConfig, data.get("log", {}), "log")), LogConfig())
+    admin = None
+    if "admin" in data:
+        admin = errors.attempt(lambda: _admin(data["admin"], server), None)
+    errors.check()
+    config = Config(
+        server,
+        http,
+        auth,
+        websocket,
+        mounts,
+        source,
+        proxy=proxy,
+        broker=broker,
+        limits=limits,
+        log=log,
+        admin=admin,
+    )
+    check_workers(config)
+    return config
+
+
+def _server(data: dict[str, Any], base_dir: Path) -> ServerConfig:
     server = build(ServerConfig, data.get("server", {}), "server")
     for i, address in enumerate(server.listen):
         try:
@@ -85,21 +147,38 @@ def parse(
                 key=_existing_file(base_dir, server.tls.key, "server.tls.key"),
             ),
         )
-    http = _http(build(HttpConfig, data.get("http", {}), "http"), base_dir)
-    auth = build(AuthConfig, data.get("auth", {}), "auth")
-    websocket = _websocket(
-        build(WebSocketConfig, data.get("websocket", {}), "websocket"), "websocket"
-    )
-    mounts = _mounts(data.get("plugins", {}), websocket, http)
-    proxy = _proxy(build(ProxyConfig, data.get("proxy", {}), "proxy"))
-    broker = _broker(build(BrokerConfig, data["broker"], "broker")) if "broker" in data else None
     _trusted_proxies(server.trusted_proxies, "server.trusted_proxies")
-    limits = build(LimitsConfig, data.get("limits", {}), "limits")
-    config = Config(
-        server, http, auth, websocket, mounts, source, proxy=proxy, broker=broker, limits=limits
-    )
-    check_workers(config)
-    return config
+    if server.pid_file is not None:
+        server = dataclasses.replace(server, pid_file=str((base_dir / server.pid_file).resolve()))
+    return server
+
+
+def _log(log: LogConfig) -> LogConfig:
+    """``level`` in any case (stored uppercase)."""
+    try:
+        return dataclasses.replace(log, level=parse_level(log.level))
+    except ValueError as exc:
+        raise ConfigError("log.level", str(exc)) from None
+
+
+def _admin(data: object, server: ServerConfig) -> AdminConfig:
+    """``[admin] listen`` parses and is not one of the public addresses: ``/metrics`` and the
+    status page are for operators, never served where clients connect."""
+    admin = build(AdminConfig, data, "admin")
+    try:
+        host, port = parse_listen(admin.listen)
+    except ValueError as exc:
+        raise ConfigError("admin.listen", str(exc)) from None
+    for i, address in enumerate(server.listen):
+        public_host, public_port = parse_listen(address)
+        wildcard = {host, public_host} & {"0.0.0.0", "::", ""}
+        if port != 0 and port == public_port and (host == public_host or wildcard):
+            raise ConfigError(
+                "admin.listen",
+                f"{admin.listen!r} is the public address server.listen[{i}]: the admin "
+                "listener needs an address of its own",
+            )
+    return admin
 
 
 def check_workers(config: Config, key: str = "server.workers") -> None:
@@ -317,35 +396,56 @@ def _upstream_auth(ws: WebSocketConfig, where: str) -> None:
             raise ConfigError(f"{where}.authenticator", "cannot be combined with auth = 'upstream'")
 
 
-def _mounts(table: object, defaults: WebSocketConfig, http: HttpConfig) -> tuple[MountConfig, ...]:
+def _mounts(
+    table: object, defaults: WebSocketConfig, http: HttpConfig, errors: Errors | None = None
+) -> tuple[MountConfig, ...]:
+    """Every ``[plugins.NAME]`` table; with ``errors``, a bad mount is noted there and the
+    others are still checked."""
+    errors = Errors() if errors is None else errors
     if not isinstance(table, dict):
-        raise ConfigError("plugins", f"expected table, got {describe(table)}")
+        errors.add(ConfigError("plugins", f"expected table, got {describe(table)}"))
+        return ()
     mounts: list[MountConfig] = []
     templates: list[tuple[str, Template]] = []
     for name, raw in table.items():
-        where = f"plugins.{name}"
-        if not _NAME.fullmatch(name):
-            raise ConfigError(where, "mount names use letters, digits, '-' and '_'")
-        if not isinstance(raw, dict):
-            raise ConfigError(where, f"expected table, got {describe(raw)}")
-        for key in raw:
-            if key not in _MOUNT_KEYS and key not in _WS_KEYS:
-                known = ", ".join(sorted(_MOUNT_KEYS | _WS_KEYS))
-                raise ConfigError(f"{where}.{key}", f"unknown key (known keys: {known})")
-        for key in ("path", "use"):
-            if key not in raw:
-                raise ConfigError(f"{where}.{key}", "missing required key")
-            if not isinstance(raw[key], str):
-                raise ConfigError(f"{where}.{key}", f"expected string, got {describe(raw[key])}")
-        options = raw.get("options", {})
-        if not isinstance(options, dict):
-            raise ConfigError(f"{where}.options", f"expected table, got {describe(options)}")
-        template = _template(raw["path"], f"{where}.path", http, templates)
-        templates.append((where, template))
-        merged = {**_as_raw(defaults), **{k: v for k, v in raw.items() if k in _WS_KEYS}}
-        ws = _websocket(build(WebSocketConfig, merged, where), where)
-        mounts.append(MountConfig(name, raw["path"], raw["use"], dict(options), ws))
+        mount = errors.attempt(
+            lambda: _mount(name, raw, defaults, http, templates),  # noqa: B023 (called now)
+            None,
+        )
+        if mount is not None:
+            mounts.append(mount)
     return tuple(mounts)
+
+
+def _mount(
+    name: str,
+    raw: object,
+    defaults: WebSocketConfig,
+    http: HttpConfig,
+    templates: list[tuple[str, Template]],
+) -> MountConfig:
+    where = f"plugins.{name}"
+    if not _NAME.fullmatch(name):
+        raise ConfigError(where, "mount names use letters, digits, '-' and '_'")
+    if not isinstance(raw, dict):
+        raise ConfigError(where, f"expected table, got {describe(raw)}")
+    for key in raw:
+        if key not in _MOUNT_KEYS and key not in _WS_KEYS:
+            known = ", ".join(sorted(_MOUNT_KEYS | _WS_KEYS))
+            raise ConfigError(f"{where}.{key}", f"unknown key (known keys: {known})")
+    for key in ("path", "use"):
+        if key not in raw:
+            raise ConfigError(f"{where}.{key}", "missing required key")
+        if not isinstance(raw[key], str):
+            raise ConfigError(f"{where}.{key}", f"expected string, got {describe(raw[key])}")
+    options = raw.get("options", {})
+    if not isinstance(options, dict):
+        raise ConfigError(f"{where}.options", f"expected table, got {describe(options)}")
+    template = _template(raw["path"], f"{where}.path", http, templates)
+    templates.append((where, template))
+    merged = {**_as_raw(defaults), **{k: v for k, v in raw.items() if k in _WS_KEYS}}
+    ws = _websocket(build(WebSocketConfig, merged, where), where)
+    return MountConfig(name, raw["path"], raw["use"], dict(options), ws)
 
 
 def _template(path: str, key: str, http: HttpConfig, seen: list[tuple[str, Template]]) -> Template:

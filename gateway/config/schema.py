@@ -37,6 +37,9 @@ class ServerConfig:
     # Proxies in front of the gateway (IPs or CIDR networks): for connections from them the
     # client is read from X-Forwarded-For (gateway.core.address); proxy.trusted_proxies joins it.
     trusted_proxies: tuple[str, ...] = ()
+    # Where `gateway serve` writes its pid (the supervisor's with --workers), for `gateway
+    # reload`; relative to the config file's folder.  None: no pid file.
+    pid_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -165,6 +168,25 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class LogConfig:
+    """``[log]``: the log's format and level (``--log-format``/``--log-level`` override them)
+    and the access log."""
+
+    format: Literal["text", "json"] = "text"
+    level: str = "info"  # any case: debug, info, warning, error, critical
+    access: bool = False  # a line per HTTP request and per refused handshake
+    access_rate: float = field(default=1000.0, metadata={"min": 1})  # access lines a second
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    """``[admin]``: the operators' listener (``/metrics``, the status page), never the public
+    port; no table: no admin listener at all."""
+
+    listen: str  # "127.0.0.1:9090"; keep it on loopback or a private network
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = ServerConfig()
     http: HttpConfig = HttpConfig()
@@ -175,3 +197,5 @@ class Config:
     proxy: ProxyConfig = ProxyConfig()
     broker: BrokerConfig | None = None  # [broker]: None runs in-process only
     limits: LimitsConfig = LimitsConfig()
+    admin: AdminConfig | None = None  # [admin]: metrics and the status page; None: off
+    log: LogConfig = LogConfig()

@@ -28,20 +28,31 @@ import trio
 from h11._state import MIGHT_SWITCH_PROTOCOL  # not in h11's __all__
 from trio_websocket import Endpoint
 
-from gateway import upgrade
+from gateway import access, upgrade
 from gateway.app import FIRST_REQUEST_GRACE, App
 from gateway.client_limits import Slot
-from gateway.core import frontdoor
+from gateway.core import frontdoor, handshake
 from gateway.core import headers as hdr
-from gateway.core.decisions import Destroy, Health, Proxy, Reject, Static, Upgrade
+from gateway.core.decisions import (
+    Decision,
+    Destroy,
+    Health,
+    Proxy,
+    Reject,
+    Static,
+    Upgrade,
+)
 from gateway.errors import UpstreamError
 from gateway.http import static
-from gateway.log import safe
+from gateway.log import Limited, RateLimit, safe
 from gateway.proxy import forward
 from gateway.proxy.body import ClientGone
+from gateway.stats import CLIENT_GONE, HEALTH, PROXY, REJECT, STATIC, count_refusal, route_label
 from gateway.wire import Wire, count_sent, response_head
 
 log = logging.getLogger("gateway.http")
+# A failing upstream is hit by every client's request: its warnings are limited too.
+_upstream_errors = Limited(log, {"upstream": RateLimit(burst=10, interval=10.0)})
 
 RECEIVE_SIZE = 65536
 _SERVER = (b"server", b"gateway")
@@ -72,16 +83,23 @@ class HTTPConnection:
         self.secure = secure
         self.slot = slot  # this connection's per-client place (gateway.client_limits)
         self.http = app.config.http
-        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.http.max_head_bytes)
+        # [log] access: a connection that measures what it sends (gateway.access)
+        connection = h11.Connection if app.access is None else access.CountingConnection
+        self.conn = connection(h11.SERVER, max_incomplete_event_size=self.http.max_head_bytes)
+        self.peer = None if remote is None else remote.address  # trusted proxies' headers
+        self._access: tuple[h11.Request, Decision, access.AccessLog] | None = None
+        self._proxied = False  # the current request went upstream (a static miss may)
         self.wire = Wire(stream)
         # Set when our own answer went out without h11 (one write, a head built by us); h11
         # then starts afresh for the next request (_fresh_cycle).
         self._answered = False
         self._keep_alive = True  # the current request allows another after it
+        self._served = 0  # requests read on this connection
         self._client_side: forward.ClientSide | None = None  # the proxy's, for this request
         self._accepted_at = trio.current_time()
         self._request_started_at = self._accepted_at  # the current request's first byte
         self._method = b""
+        self._status = 0  # the status of the response sent last (for metrics)
 
     @property
     def remote_text(self) -> str:
@@ -98,6 +116,8 @@ class HTTPConnection:
         try:
             handover = await self._loop()
         finally:
+            if self._access is not None:
+                self._access_line()
             if handover is None:
                 with trio.CancelScope(shield=True):
                     await self.stream.aclose()
@@ -110,28 +130,41 @@ class HTTPConnection:
             except _Timeout as exc:
                 if exc.started:
                     await self._send_simple(Reject(408, "request head timed out", close=True))
+                    self.app.stats.http[REJECT, 408] += 1
                 return None
             except h11.RemoteProtocolError as exc:
                 await self._protocol_error(exc)
+                self.app.stats.http[REJECT, self._status] += 1
                 return None
             if request is None:
                 return None
-            decision = frontdoor.classify(request, self.app.policy, secure=self.secure)
+            decision = frontdoor.classify(
+                request, self.app.policy, secure=self.secure, peer=self.peer
+            )
             if isinstance(decision, Upgrade):
                 return await self._upgrade(request, decision)
             if isinstance(decision, Destroy):
-                log.info(
-                    "destroyed %s %s: %s",
-                    self.remote_text,
-                    safe(request.target.decode("ascii", "replace")),
+                self.app.stats.destroyed += 1
+                access.refusals.log(
+                    "destroyed",
+                    logging.INFO,
+                    "destroyed: %s",
                     decision.reason,
+                    remote=self.remote_text,
+                    path=safe(request.target.decode("ascii", "replace")),
                 )
                 await _abort(self.stream)
                 return None
+            if self.app.access is not None:  # [log] access: written when the answer is out
+                self._access_begin(request, decision, self.app.access)
             if isinstance(decision, Reject):
+                if handshake.is_websocket_upgrade(request):  # a handshake the front door refused
+                    self._log_refused(request, decision)
                 await self._send_simple(decision)
+                count_refusal(self.app, request, decision.status)
             elif isinstance(decision, Health):
                 await self._health(decision)
+                self.app.stats.http[HEALTH, self._status] += 1
             elif isinstance(decision, Static):
                 if not await self._static(request, decision):
                     return None
@@ -163,7 +196,11 @@ class HTTPConnection:
             event = self.conn.next_event()
             if isinstance(event, h11.Request):
                 self._method = event.method
-                self._keep_alive = _keep_alive(event)
+                self._served += 1
+                # The last request this connection may serve is answered with a close, so
+                # the client does not send another into the closing (RFC 9112 §9.6).
+                last = self._served >= self.http.max_requests_per_connection
+                self._keep_alive = _keep_alive(event) and not last
                 return event
             if isinstance(event, h11.ConnectionClosed):
                 return None
@@ -209,6 +246,8 @@ class HTTPConnection:
     async def _finish_cycle(self) -> bool:
         """Drain the request body (bounded) and reset h11 for the next request on this
         connection; ``False`` when the connection must close instead."""
+        if self._access is not None:
+            self._access_line()
         conn = self.conn
         if self._outside_h11():  # our own answer: its keep-alive decision is ours
             if not self._keep_alive:
@@ -283,6 +322,49 @@ class HTTPConnection:
             self.conn.receive_data(b"")
         return True
 
+    # -- logging ------------------------------------------------------------------------------
+
+    def _access_begin(
+        self, request: h11.Request, decision: Decision, log_access: access.AccessLog
+    ) -> None:
+        self._access = (request, decision, log_access)
+        self._proxied = False
+        if isinstance(self.conn, access.CountingConnection):
+            self.conn.reset()
+
+    def _access_line(self) -> None:
+        """The access line of the request just answered (or given up on)."""
+        assert self._access is not None
+        request, decision, log_access = self._access
+        self._access = None
+        conn = self.conn if isinstance(self.conn, access.CountingConnection) else None
+        upstream = None
+        if isinstance(decision, Proxy):
+            upstream = decision.upstream
+        elif isinstance(decision, Static) and decision.fallback is not None and self._proxied:
+            upstream = decision.fallback.upstream
+        log_access.request(
+            method=request.method,
+            target=request.target,
+            status=None if conn is None else conn.status,
+            sent=None if conn is None else conn.sent,
+            duration=trio.current_time() - self._request_started_at,
+            remote=self.remote_text,
+            upstream=None if upstream is None else str(upstream),
+        )
+
+    def _log_refused(self, request: h11.Request, reject: Reject, mount: str | None = None) -> None:
+        """A handshake answered with ``reject`` (rate-limited; the Origin with a 403)."""
+        origins = hdr.values(request.headers, b"origin")
+        access.refused(
+            remote=self.remote_text,
+            target=request.target,
+            status=reject.status,
+            detail=reject.detail,
+            origin=hdr.text(origins[0]) if origins else None,
+            mount=mount,
+        )
+
     # -- answering ----------------------------------------------------------------------------
 
     async def _send(self, *events: h11.Event) -> None:
@@ -333,6 +415,7 @@ class HTTPConnection:
             (b"content-length", str(len(body)).encode()),
         ]
         h.extend((n.encode("ascii"), v.encode("latin-1")) for n, v in headers)
+        self._status = status
         await self._answer(status, h, body, close=close)
 
     async def _protocol_error(self, exc: h11.RemoteProtocolError) -> None:
@@ -365,9 +448,12 @@ class HTTPConnection:
             found = await cache.open(decision.path, request.method, request.headers)
         if found is None:
             if decision.fallback is not None:
+                self._proxied = True  # for the access line: this static miss went upstream
                 return await self._proxy(request, decision.fallback)
             await self._send_simple(frontdoor.NOT_FOUND)
+            self.app.stats.http[STATIC, 404] += 1
             return True
+        self.app.stats.http[STATIC, found.status] += 1
         headers = [_SERVER, (b"date", _date()), *found.headers]
         if found.send_body and found.body is None:
             await self._send_file(found, headers)  # a large file, from disk
@@ -413,6 +499,7 @@ class HTTPConnection:
         limited = self.app.limits.check_request(self.remote, request.headers)  # [limits]
         if limited is not None:
             await self._send_simple(limited)
+            self.app.stats.http[PROXY, limited.status] += 1
             return True
         peer = None if self.remote is None else str(self.remote.address)
         client = forward.ClientSide(
@@ -425,21 +512,35 @@ class HTTPConnection:
             keep_alive=self._keep_alive,
         )
         self._client_side = client
+        self._status = 0
         try:
             return await forward.forward(client, request, decision, runtime)
         except UpstreamError as exc:
-            log.warning(
+            _upstream_errors.log(
+                "upstream",
+                logging.WARNING,
                 "proxy %s %s -> %s: %s",
                 self.remote_text,
                 safe(request.target.decode("ascii", "replace")),
                 decision.upstream,
                 exc.detail,
+                remote=self.remote_text,
+                upstream=str(decision.upstream),
             )
             await self._send_simple(Reject(exc.status, exc.detail, close=True))
         except forward.Refused as exc:
             await self._send_simple(exc.reject)
         except ClientGone:
             pass  # the client left (EOF mid-body): nobody to answer; the connection closes
+        finally:
+            # Metrics: the status the client got (the upstream's, or ours), and the time the
+            # upstream took to answer, by route (a bounded label: a configured prefix).
+            status = client.status or self._status or CLIENT_GONE
+            self.app.stats.http[PROXY, status] += 1
+            route = self.app.stats.route(route_label(self.app.policy.proxy, decision.path))
+            route.statuses[status] += 1
+            if client.upstream_seconds is not None:
+                route.latency.observe(client.upstream_seconds)
         return False
 
     # -- upgrading ----------------------------------------------------------------------------
@@ -447,7 +548,8 @@ class HTTPConnection:
     async def _upgrade(self, request: h11.Request, decision: Upgrade) -> upgrade.Handover | None:
         """Admission checks, then the 101.  Returns what the session needs, or ``None`` when
         we answered instead (or the handshake deadline passed) and the connection ends."""
-        mount = self.app.mounts[decision.mount.name].mount
+        runtime = self.app.mounts[decision.mount.name]  # this generation's, to the end
+        mount = runtime.mount
         # From the first byte of this request, not the accept (a keep-alive connection may be
         # older than handshake_timeout when its upgrade comes).
         deadline = self._request_started_at + mount.settings.handshake_timeout
@@ -460,19 +562,15 @@ class HTTPConnection:
                     self.slot, self.remote, request.headers
                 )
                 if limited is not None:
+                    mount.handshakes[limited.status] += 1
                     await self._send_simple(limited)
                     return None
                 remote = forwarded or self.remote_text  # session.remote: the forwarded client
                 try:
                     prepared = await upgrade.prepare(self.app, decision, request, remote)
                 except upgrade.Refused as refused:
-                    log.info(
-                        "refused %s %s: %d %s",
-                        self.remote_text,
-                        safe(request.target.decode("ascii", "replace")),
-                        refused.reject.status,
-                        refused.reject.detail,
-                    )
+                    mount.handshakes[refused.reject.status] += 1
+                    self._log_refused(request, refused.reject, mount.name)
                     await self._send_simple(refused.reject)
                     return None
                 trailing = await upgrade.switch(self.stream, self.conn, prepared.headers)
@@ -480,10 +578,18 @@ class HTTPConnection:
             if prepared is not None and trailing is None:
                 mount.reserved -= 1  # admitted, but the 101 never went out: free the place
         if prepared is None or trailing is None:
-            log.info("handshake deadline passed for %s", self.remote_text)
+            mount.handshakes[408] += 1  # the deadline passed: nothing was answered
+            access.refusals.log(
+                "deadline",
+                logging.INFO,
+                "handshake deadline passed",
+                remote=self.remote_text,
+                mount=mount.name,
+            )
             return None
+        mount.handshakes[101] += 1
         return upgrade.Handover(
-            runtime=self.app.mounts[decision.mount.name],
+            runtime=runtime,
             stream=self.stream,
             admission=prepared,
             target=request.target.decode("ascii", "replace"),
@@ -514,11 +620,12 @@ async def serve_connection(
         return
     ws, session, handler_task = upgrade.open_session(app, handover)
     del handover
+    opened = trio.current_time()
     try:
         await ws.serve(handler_task)
     finally:
         session.mount.unregister(ws)  # open_session registered it
-    upgrade.log_closed(ws, session)
+    upgrade.log_closed(ws, session, opened)
 
 
 async def _abort(stream: trio.abc.Stream) -> None:

@@ -91,7 +91,9 @@ class ClientSide:
     """The client's half: its stream and h11 server connection, owned by the HTTP shell.
 
     ``peer``: its IP address as text (``None`` if unknown); ``close``: end the connection
-    after this response (the gateway is draining).
+    after this response (the gateway is draining).  ``status`` and ``upstream_seconds`` are
+    filled in for metrics once the upstream answers: the status relayed, and the time from
+    taking the upstream connection to its response head (nginx's ``$upstream_header_time``).
     """
 
     stream: trio.abc.Stream
@@ -104,6 +106,8 @@ class ClientSide:
     method: bytes = b"GET"  # the request's method and HTTP version: they frame the response
     version: bytes = b"1.1"
     answered: bool = False  # the response head went out (written here, not through h11)
+    status: int = 0
+    upstream_seconds: float | None = None
 
 
 async def forward(
@@ -129,8 +133,9 @@ async def forward(
         buffered = await _buffer(client, config)
     try:
         outgoing = _outgoing(client, request, request_fields, decision, runtime, buffered)
+        started = trio.current_time()  # the upstream's latency includes connecting to it
         async with runtime.pools[decision.upstream].lease() as up:
-            exchange = _Exchange(client, up, config, buffered)
+            exchange = _Exchange(client, up, config, buffered, started)
             await exchange.start(outgoing)
             await exchange.run()
             return exchange.body_done and not exchange.close_client
@@ -238,7 +243,9 @@ class _Exchange:
         up: UpstreamConnection,
         config: ProxyConfig,
         buffered: BufferedBody | None,
+        started: float = 0.0,
     ) -> None:
+        self.started = started
         self.client = client
         self.up = up
         self.config = config
@@ -365,6 +372,8 @@ class _Exchange:
                     await self._to_client(h11.InformationalResponse(status_code=100, headers=[]))
                 continue  # other 1xx (103 Early Hints...) are dropped: optional (RFC 9110 §15.2)
             raise UpstreamError("unexpected event from upstream")
+        self.client.upstream_seconds = trio.current_time() - self.started
+        self.client.status = event.status_code
         headers = rules.response_headers(
             fields(event.headers),
             http_version=event.http_version,
