@@ -49,9 +49,116 @@ function setStatus(el, state, text) {
   el.textContent = text;
 }
 
-/** "disconnected (code 1006)" or "disconnected (code 4000: bye)". */
+/** What a close code means, in words (RFC 6455 §7.4.1; 4000-4999 belong to the application). */
+const CLOSE_MEANINGS = {
+  1000: "closed normally",
+  1001: "the server is going away (restarting or shutting down)",
+  1002: "protocol error",
+  1003: "the server does not accept this kind of data",
+  1005: "closed without a code",
+  1006: "connection lost (network down, server unreachable, or the handshake was refused)",
+  1007: "invalid data (e.g. text that is not UTF-8)",
+  1008: "refused by the server's policy (origin, login or a limit)",
+  1009: "message too big",
+  1010: "a required extension was not agreed",
+  1011: "the server hit an error",
+  1012: "the service is restarting",
+  1013: "try again later (the server or the room is full, or we were too slow)",
+  1014: "the server's upstream failed (bad gateway)",
+  1015: "TLS handshake failed",
+};
+
+function closeMeaning(code) {
+  if (CLOSE_MEANINGS[code] !== undefined) {
+    return CLOSE_MEANINGS[code];
+  }
+  return code >= 4000 && code <= 4999 ? "closed by the application" : "closed";
+}
+
+/** "disconnected: connection lost (…) [1006]" or "… [1013: room is full]". */
 function describeClose(ev) {
-  return "disconnected (code " + ev.code + (ev.reason ? ": " + ev.reason : "") + ")";
+  const why = ev.reason ? ev.code + ": " + ev.reason : String(ev.code);
+  return "disconnected: " + closeMeaning(ev.code) + " [" + why + "]";
+}
+
+// Closes after which trying again cannot help (the same request would be refused the same way,
+// or the close was deliberate): a page says so instead of reconnecting.
+const FINAL_CLOSES = new Set([1000, 1002, 1003, 1007, 1008, 1009, 1010]);
+
+/**
+ * Reconnect with exponential back-off and full jitter (so a restarted server is not hit by
+ * every page at once): the n-th wait is random in [0.5, 1] × min(max, first × 2^n) seconds.
+ * `connect()` opens a socket and returns it; `onWait(seconds)` is told each whole second left.
+ * The count restarts once a connection has stayed open for `stable` seconds.
+ */
+class Reconnector {
+  constructor(connect, onWait, first = 1, max = 30, stable = 5) {
+    this.connect = connect;
+    this.onWait = onWait;
+    this.first = first;
+    this.max = max;
+    this.stable = stable;
+    this.attempt = 0;
+    this.timer = null;
+    this.openedAt = null;
+  }
+
+  opened() {
+    this.openedAt = Date.now();
+  }
+
+  /** The socket closed with `ev`: schedule the next try (none after a final close). */
+  closed(ev) {
+    if (this.openedAt !== null && Date.now() - this.openedAt >= this.stable * 1000) {
+      this.attempt = 0; // it had been up a while: this is a new outage, start small again
+    }
+    this.openedAt = null;
+    if (FINAL_CLOSES.has(ev.code)) {
+      return false;
+    }
+    let base = Math.min(this.max, this.first * 2 ** this.attempt);
+    if (ev.code === 1013) {
+      base = Math.max(base, 5); // "try again later": not at once
+    }
+    this.attempt += 1;
+    const wait = base * (0.5 + Math.random() / 2);
+    this.countdown(Date.now() + wait * 1000);
+    return true;
+  }
+
+  countdown(deadline) {
+    this.cancel();
+    const tick = () => {
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        this.timer = null;
+        this.connect();
+        return;
+      }
+      this.onWait(Math.ceil(left / 1000));
+      this.timer = setTimeout(tick, left % 1000 || 1000); // when the whole seconds change
+    };
+    tick();
+  }
+
+  /** Try now (the browser came back online, or the user asked). */
+  now() {
+    if (this.timer !== null) {
+      this.cancel();
+      this.connect();
+    }
+  }
+
+  cancel() {
+    if (this.timer !== null) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+  }
+
+  get waiting() {
+    return this.timer !== null;
+  }
 }
 
 /** Parse a JSON object sent by the server; anything else gives null. */
@@ -151,7 +258,8 @@ function initEcho() {
     sock.addEventListener("close", (ev) => {
       const li = logEntry(
         "close",
-        "code=" + ev.code + " reason=" + JSON.stringify(ev.reason) + " wasClean=" + ev.wasClean,
+        "code=" + ev.code + " reason=" + JSON.stringify(ev.reason) + " wasClean=" + ev.wasClean +
+          " (" + closeMeaning(ev.code) + ")",
       );
       li.dataset.code = String(ev.code);
       li.dataset.reason = ev.reason;
@@ -216,6 +324,11 @@ function initChat() {
   const sendBtn = byId("send");
   let ws = null;
   let room = (new URLSearchParams(location.search).get("room") || "").trim() || "lobby";
+  const retry = new Reconnector(
+    () => connect(true),
+    (seconds) => setStatus(status, "closed", lastClose + " · reconnecting in " + seconds + " s"),
+  );
+  let lastClose = "";
 
   function notice(message, extraClass) {
     addItem(messages, "notice" + (extraClass ? " " + extraClass : ""), [message]);
@@ -244,6 +357,19 @@ function initChat() {
         if (event.members !== undefined) {
           members.textContent = String(event.members);
         }
+        if (Number.isInteger(event.max_message_chars)) {
+          text.maxLength = event.max_message_chars; // the server's limit, not a guess
+        }
+        break;
+      case "cut":
+        notice(
+          "your message was cut to " + String(event.max_message_chars) + " characters (" +
+            String(event.dropped) + " left out)",
+          "error",
+        );
+        if (Number.isInteger(event.max_message_chars)) {
+          text.maxLength = event.max_message_chars;
+        }
         break;
       case "error":
         notice("error: " + String(event.text), "error");
@@ -253,7 +379,8 @@ function initChat() {
     }
   }
 
-  function connect() {
+  function connect(again) {
+    retry.cancel();
     if (ws !== null) {
       const old = ws;
       ws = null; // its late events are ignored below
@@ -263,13 +390,14 @@ function initChat() {
     roomName.textContent = room;
     members.textContent = "–";
     document.title = "Chat: " + room + " · gateway";
-    notice("joining room “" + room + "”…");
+    notice((again ? "reconnecting to" : "joining") + " room “" + room + "”…");
     const sock = new WebSocket(wsUrl("/chat/" + encodeURIComponent(room)));
     ws = sock;
     setStatus(status, "connecting", "connecting…");
     setOpen(false);
     sock.addEventListener("open", () => {
       if (ws !== sock) return;
+      retry.opened();
       setStatus(status, "open", "connected");
       setOpen(true);
     });
@@ -279,11 +407,20 @@ function initChat() {
     });
     sock.addEventListener("close", (ev) => {
       if (ws !== sock) return;
-      setStatus(status, "closed", describeClose(ev));
+      ws = null;
+      members.textContent = "–"; // not in the room any more: no count to show
       setOpen(false);
-      notice("connection closed; press Join to reconnect");
+      lastClose = describeClose(ev);
+      if (retry.closed(ev)) {
+        notice(lastClose + "; reconnecting", "error");
+      } else {
+        setStatus(status, "closed", lastClose);
+        notice(lastClose + "; press Join to reconnect", "error");
+      }
     });
   }
+
+  window.addEventListener("online", () => retry.now()); // the network is back: do not wait
 
   onSubmit(byId("room-form"), () => {
     room = roomInput.value.trim() || "lobby";
@@ -291,7 +428,7 @@ function initChat() {
     const url = new URL(location.href);
     url.searchParams.set("room", room);
     history.replaceState(null, "", url);
-    connect();
+    connect(false);
   });
 
   onSubmit(byId("chat-form"), () => {
@@ -304,7 +441,7 @@ function initChat() {
     text.focus();
   });
 
-  connect();
+  connect(false);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -322,6 +459,10 @@ function initClock() {
   const reconnectBtn = byId("reconnect");
   let ws = null;
   let count = 0;
+  let lastClose = "";
+  const retry = new Reconnector(connect, (seconds) =>
+    setStatus(status, "closed", lastClose + " · reconnecting in " + seconds + " s"),
+  );
 
   function setOpen(open) {
     pingBtn.disabled = !open;
@@ -360,21 +501,28 @@ function initClock() {
   }
 
   function connect() {
+    retry.cancel();
     const sock = new WebSocket(wsUrl("/clock"));
     ws = sock;
     setStatus(status, "connecting", "connecting…");
     setOpen(false);
     reconnectBtn.disabled = true;
     sock.addEventListener("open", () => {
+      retry.opened();
       setStatus(status, "open", "connected");
       setOpen(true);
     });
     sock.addEventListener("message", (ev) => handle(ev.data));
     sock.addEventListener("close", (ev) => {
-      setStatus(status, "closed", describeClose(ev));
-      setOpen(false);
+      lastClose = describeClose(ev);
+      setOpen(false); // the button reconnects at once, whether or not a retry is pending
+      if (!retry.closed(ev)) {
+        setStatus(status, "closed", lastClose);
+      }
     });
   }
+
+  window.addEventListener("online", () => retry.now());
 
   onSubmit(byId("ping-form"), () => {
     const line = pingText.value;

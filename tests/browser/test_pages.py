@@ -106,6 +106,27 @@ def test_chat_room_name_is_percent_encoded(page: Page, gateway_url: str) -> None
     assert ws_info.value.url == f"{ws_base(gateway_url)}/chat/a%20b%26c%2F%C3%BC"
 
 
+def test_chat_input_takes_the_servers_limit_and_a_cut_is_told(
+    context: BrowserContext, gateway_url: str
+) -> None:
+    room = unique("limit")
+    a = open_chat(context, gateway_url, room)
+    b = open_chat(context, gateway_url, room)
+    # config.toml: max_message_chars = 50, announced in the join notice.
+    expect(a.locator("#text")).to_have_attribute("maxlength", "50")
+    # A client that ignores maxlength (here: the attribute removed) is cut by the server, and
+    # the sender alone is told so.
+    a.evaluate("document.getElementById('text').removeAttribute('maxlength')")
+    say(a, "x" * 60)
+    for tab in (a, b):
+        expect(tab.locator("#messages li.msg").filter(has_text="x" * 50)).to_have_count(1)
+    cut = "your message was cut to 50 characters (10 left out)"
+    expect(a.locator("#messages li.notice").filter(has_text=cut)).to_have_count(1)
+    say(b, "sync")  # b's own line arrives after anything a notice for b would have
+    expect(b.locator("#messages li.msg").filter(has_text="sync")).to_have_count(1)
+    expect(b.locator("#messages")).not_to_contain_text("was cut")
+
+
 # --- b. clock -----------------------------------------------------------------------------
 
 
@@ -167,6 +188,7 @@ def test_echo_logs_every_event(page: Page, gateway_url: str) -> None:
     expect(closed).to_have_attribute("data-reason", "bye")
     expect(closed).to_have_attribute("data-was-clean", "true")
     expect(closed).to_contain_text('code=4000 reason="bye" wasClean=true')
+    expect(closed).to_contain_text("(closed by the application)")  # the code, in words
     expect(state).to_have_text("CLOSED (3)")
     expect(log.locator("li.ev-error")).to_have_count(0)  # a clean close fires no error
 
@@ -183,8 +205,9 @@ def test_index_links_to_the_demos(page: Page, gateway_url: str) -> None:
     page.goto(f"{gateway_url}/")
     for name in ("echo", "chat", "clock"):
         expect(page.locator(f"main a[href='{name}.html']")).to_have_count(1)
-    for path in ("/foo", "/bar", "/healthz"):
+    for path in ("/foo", "/bar", "/hello", "/healthz"):
         expect(page.locator("main")).to_contain_text(path)
+    expect(page.locator("head link[rel='icon']")).to_have_attribute("href", "favicon.svg")
 
     page.click("main a[href='clock.html']")
     expect(page).to_have_url(f"{gateway_url}/clock.html")
@@ -193,7 +216,13 @@ def test_index_links_to_the_demos(page: Page, gateway_url: str) -> None:
 
 @pytest.mark.parametrize(
     ("path", "content_type"),
-    [("/style.css", "text/css"), ("/app.js", "javascript"), ("/echo.html", "text/html")],
+    [
+        ("/style.css", "text/css"),
+        ("/app.js", "javascript"),
+        ("/echo.html", "text/html"),
+        ("/favicon.svg", "image/svg+xml"),
+        ("/favicon.ico", "image/"),  # what a browser asks for when a page names no icon
+    ],
 )
 def test_assets_are_served_with_their_types(
     page: Page, gateway_url: str, path: str, content_type: str
