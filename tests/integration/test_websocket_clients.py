@@ -123,6 +123,8 @@ def test_websockets_chat_broadcasts_within_one_room(gateway_process: GatewayProc
                 expected = {"type": "message", "room": "room-a", "user": user1, "text": "y" * 50}
                 assert await recv_json(a1) == expected
                 assert await recv_json(a2) == expected
+                cut = {"type": "cut", "max_message_chars": 50, "dropped": 30}
+                assert await recv_json(a1) == cut  # the sender alone is told
                 # The broadcast was queued for every room-a member at once, before a2 got it;
                 # b1's next message must be its own, not room-a's.
                 await b1.send("only b")
