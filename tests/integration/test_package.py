@@ -120,6 +120,8 @@ def test_the_wheel_is_the_published_name_and_imports_from_where_it_was_installed
     (info,) = installed.site.glob("*.dist-info")
     assert (info / "METADATA").is_file()
     assert (installed.site / "gateway" / "py.typed").is_file()  # typed for mypy in their project
+    done = installed.run("-m", "gateway", "--version")
+    assert (done.returncode, done.stdout.strip()) == (0, f"gateway {version}"), done.stderr
 
 
 def test_the_readme_pip_command_names_the_distribution_and_its_testing_extra(
