@@ -11,8 +11,12 @@ The engine underneath is the gateway's own (docs/design.md, option C): the 101 w
 sent through h11, :mod:`gateway.ws.parser` parses client frames with the limits built in, and
 :mod:`gateway.ws.frames` encodes server frames.
 
-Tasks: :meth:`serve` runs the handler in the calling task, inside one nursery that holds the
-helper tasks started on need.  Who reads the socket (the handler itself inside
+Tasks: :meth:`serve` runs the handler in the calling task.  The helper tasks (a reader, a
+writer) are started on need in the nursery that started that task (the server's), not in a
+nursery of the connection's own: an idle connection keeps no nursery, cancel scope and task
+set (~1 KiB each, docs/performance.md).  :meth:`serve` still returns only once its helpers
+are done (it cancels them on the way out), and a helper that fails drops only its own
+connection, logged.  Who reads the socket (the handler itself inside
 ``get_message``, or a reader task while it is busy elsewhere) is :mod:`gateway.ws.reading`'s
 job; this module adds the API, sending and closing.
 
@@ -76,8 +80,11 @@ class WebSocketConnection(trio.abc.AsyncResource):
         "__weakref__",
         "_closed",
         "_handshake_headers",
+        "_helpers",
+        "_helpers_done",
         "_inbox",
         "_local",
+        "_nursery",
         "_out",
         "_path",
         "_proto",
@@ -117,6 +124,9 @@ class WebSocketConnection(trio.abc.AsyncResource):
         self._inbox = Inbox()
         self._out = Outbound(stream, owner=self)
         self._reader = Reader(stream, self._proto, self._inbox, owner=self)
+        self._nursery: trio.Nursery | None = None  # where helper tasks start (see serve)
+        self._helpers: list[trio.CancelScope] | None = None  # theirs, while any runs
+        self._helpers_done: trio.Event | None = None  # serve() waiting for them to end
 
     # -- trio-websocket's interface -------------------------------------------------------
 
@@ -387,37 +397,88 @@ class WebSocketConnection(trio.abc.AsyncResource):
         """The engine's entry point (the gateway's, not a handler's): run ``handler`` in this
         task until it returns and the connection is closed; with no handler, this task is the
         reader until the connection is closed (``nursery.start(ws.serve, None)``).
-        Cancelled, the stream is closed (1006 if no Close was exchanged).  The nursery
-        holds the reader and writer tasks, started on need (an idle connection has neither:
-        its handler waits in ``get_message``, reading the socket itself)."""
+        Cancelled, the stream is closed (1006 if no Close was exchanged).  The reader and
+        writer tasks are started on need (an idle connection has neither: its handler waits
+        in ``get_message``, reading the socket itself) in the nursery that started this task;
+        they are cancelled, and waited for, before this returns.
+
+        :raises RuntimeError: called from the root task (there is no nursery above it)."""
+        reader = self._reader
         try:
-            async with trio.open_nursery() as nursery:
-                reader = self._reader
-                reader.nursery = self._out.nursery = nursery
-                self._proto.start_keepalive(trio.current_time())
-                self._arm_keepalive()
-                if self._trailing_data:
-                    # Frames the client sent right behind its handshake.
-                    data, self._trailing_data = self._trailing_data, b""
-                    reader.consume(data)
-                task_status.started()
-                self._out.start_if_wanted()
-                if not self._proto.receiving:
-                    reader.start_reader()  # a Close (or a bad frame) came with the handshake
-                else:
-                    reader.left_reading()  # nobody reads yet: the handler should, soon
-                if handler is not None:
-                    await handler()
-                    # Nobody takes messages any more: reading goes on only for the Close.
-                    self._inbox.discard()
-                await reader.read_until_finished()  # no handler: this task is the reader
-                # Reading is over (the closing handshake is decided): our last frames (the
-                # Close reply) go out, then §7.1.1: the server closes TCP first.
-                await self._conclude()
-                self._out.stop()
+            self._proto.start_keepalive(trio.current_time())
+            self._arm_keepalive()
+            if self._trailing_data:
+                # Frames the client sent right behind its handshake.
+                data, self._trailing_data = self._trailing_data, b""
+                reader.consume(data)
+            task_status.started()
+            # (After started(): nursery.start() moves this task to its nursery there.)
+            self._nursery = trio.lowlevel.current_task().parent_nursery
+            if self._nursery is None:
+                raise RuntimeError("WebSocketConnection.serve() must run in a nursery's task")
+            reader.serving = self._out.serving = True
+            self._out.start_if_wanted()
+            if not self._proto.receiving:
+                reader.start_reader()  # a Close (or a bad frame) came with the handshake
+            else:
+                reader.left_reading()  # nobody reads yet: the handler should, soon
+            if handler is not None:
+                await handler()
+                # Nobody takes messages any more: reading goes on only for the Close.
+                self._inbox.discard()
+            await reader.read_until_finished()  # no handler: this task is the reader
+            # Reading is over (the closing handshake is decided): our last frames (the
+            # Close reply) go out, then §7.1.1: the server closes TCP first.
+            await self._conclude()
+            self._out.stop()
         finally:
-            self._reader.nursery = self._out.nursery = None
+            reader.serving = self._out.serving = False
+            for scope in self._helpers or ():
+                scope.cancel()
             await self._close_stream()
+            if self._helpers:
+                # As a nursery would: the cancelled helpers end before serve() does.
+                self._helpers_done = done = trio.Event()
+                with trio.CancelScope(shield=True):
+                    await done.wait()
+            self._nursery = None
+
+    def _spawn(self, task: Callable[[], Awaitable[None]]) -> None:
+        """Start a helper task (the reader's or the writer's) beside the serving task."""
+        nursery = self._nursery
+        if nursery is None:
+            raise RuntimeError("the connection is not serving")
+        scope = trio.CancelScope()
+        if self._helpers is None:
+            self._helpers = []
+        self._helpers.append(scope)
+        try:
+            nursery.start_soon(self._helper, task, scope, name=task)
+        except BaseException:
+            self._helper_ended(scope)
+            raise
+
+    async def _helper(self, task: Callable[[], Awaitable[None]], scope: trio.CancelScope) -> None:
+        try:
+            with scope:
+                await task()
+        except Exception:
+            # An engine bug: drop this connection only (the server's nursery must not fail).
+            log.exception("WebSocket engine task %r failed: connection dropped", task)
+            with trio.CancelScope(shield=True):
+                await self._close_stream()
+        finally:
+            self._helper_ended(scope)
+
+    def _helper_ended(self, scope: trio.CancelScope) -> None:
+        helpers = self._helpers
+        if helpers is not None and scope in helpers:
+            helpers.remove(scope)
+            if not helpers:
+                self._helpers = None
+                if self._helpers_done is not None:
+                    self._helpers_done.set()
+                    self._helpers_done = None
 
     # -- the shell: what the protocol decided, done -------------------------------------------
 

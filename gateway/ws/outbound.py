@@ -11,7 +11,7 @@ Three ways out, cheapest first:
   to be writable; ``send_all`` on other streams), then whatever was queued meanwhile; other
   tasks wait until the writer has covered their frames;
 * **writer task** — frames queued by someone who must not wait (a broadcast, a pong, a close
-  started from outside) are flushed by a task started on need in the connection's nursery;
+  started from outside) are flushed by a task the connection starts on need;
   it ends when the connection's timers (:meth:`retire_if_idle`) find it has written nothing
   since they last looked, so an idle connection does not keep it.
 
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import trio
@@ -46,6 +47,9 @@ class Owner(Protocol):
 
     async def _abort(self) -> None:
         """A grace period ran out (:meth:`Outbound.abort_after`): drop the stream."""
+
+    def _spawn(self, task: Callable[[], Awaitable[None]]) -> None:
+        """Start a helper task (the writer task) for the connection."""
 
 
 # The stream failed (or was closed) while writing: the one tree's (gateway.errors).
@@ -76,8 +80,8 @@ class Outbound:
         "buffered",
         "closed",
         "frames",
-        "nursery",
         "scope",
+        "serving",
         "writing",
     )
 
@@ -101,7 +105,7 @@ class Outbound:
         self._batches = 0  # batches the writer task wrote
         self._batches_seen = 0  # ...when retire_if_idle last looked
         self._retiring = False
-        self.nursery: trio.Nursery | None = None  # where the writer task starts
+        self.serving = False  # the owner serves: it can start the writer task
         self.closed = False
 
     def _fd(self) -> int:
@@ -249,17 +253,17 @@ class Outbound:
 
     def wake(self) -> None:
         """Make sure queued frames get written: wake the writer task, or start it in
-        :attr:`nursery` (or once there is a nursery)."""
+        through the owner (or once it :attr:`serving`)."""
         if self._started:
             self._writer_lot.wake()
-        elif self.nursery is not None:
+        elif self.serving:
             self._started = True
-            self.nursery.start_soon(self._writer)
+            self._owner._spawn(self._writer)
         else:
             self._wanted = True
 
     def start_if_wanted(self) -> None:
-        """Called once :attr:`nursery` is set: start the writer if frames were queued before."""
+        """Called once :attr:`serving`: start the writer if frames were queued before."""
         if self._wanted:
             self.wake()
 

@@ -19,6 +19,7 @@ to send, a keepalive to re-arm), or reading is over and the connection must conc
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable, Callable
 from typing import Protocol as Interface
 
 import trio
@@ -33,6 +34,29 @@ RECEIVE_SIZE = 65536
 ATTEND_AFTER = 0.05
 
 
+def _read(fd: int) -> bytes | None:
+    """One non-blocking read: the bytes (``b""``: EOF, or the connection reset), or ``None``
+    if there are none yet.  The would-block error is caught in this plain function, so its
+    traceback never holds the waiting coroutine's frame: a frame an exception has seen stays
+    materialised for the coroutine's life (~240 B per idle connection)."""
+    try:
+        return os.read(fd, RECEIVE_SIZE)
+    except BlockingIOError:
+        return None
+    except OSError:
+        return b""  # reset: the connection is lost
+
+
+def _read_into(fd: int, into: memoryview) -> int | None:
+    """:func:`_read` into ``into``: the count (0: EOF or reset), or ``None``."""
+    try:
+        return os.readv(fd, (into,))
+    except BlockingIOError:
+        return None
+    except OSError:
+        return 0
+
+
 class Owner(Timed, Interface):
     """What the :class:`Reader` needs of its connection."""
 
@@ -42,6 +66,9 @@ class Owner(Timed, Interface):
 
     async def _conclude(self) -> None:
         """Reading is over: write what is queued, bounded, then close TCP."""
+
+    def _spawn(self, task: Callable[[], Awaitable[None]]) -> None:
+        """Start a helper task (the reader task) for the connection."""
 
 
 class Reader:
@@ -58,9 +85,9 @@ class Reader:
         "_scope",
         "_sock",
         "_stream",
-        "nursery",
         "reading",
         "running",
+        "serving",
         "stream_closed",
         "wanted",
     )
@@ -74,7 +101,7 @@ class Reader:
         self._proto = proto
         self._inbox = inbox
         self._owner = owner
-        self.nursery: trio.Nursery | None = None  # serve()'s: where the reader task starts
+        self.serving = False  # the owner serves: it can start the reader task
         self.stream_closed = False  # the connection closed the stream: read nothing more
         self._finished_waiters: Waiters | None = None  # aclose()/ping() waiting for reads
         self.reading = False  # a task is waiting for (or parsing) bytes right now
@@ -131,18 +158,13 @@ class Reader:
                         data = b""
                         count = 0
                         break
-                    try:
-                        if into is None:
-                            data = os.read(fd, RECEIVE_SIZE)
-                        else:
-                            count = os.readv(fd, (into,))
-                        ready = True
-                    except BlockingIOError:
-                        ready = False  # (not waiting in here: the exception would live on)
-                    except OSError:
-                        data = b""  # reset: the connection is lost
-                        count = 0
-                        break
+                    if into is None:
+                        data = _read(fd)
+                        ready = data is not None
+                    else:
+                        got = _read_into(fd, into)
+                        ready = got is not None
+                        count = got or 0
                     if ready:
                         if not waited:
                             await trio.lowlevel.cancel_shielded_checkpoint()
@@ -284,12 +306,11 @@ class Reader:
 
     def start_reader(self) -> None:
         """Start the reader task (once reading is over, it just concludes: see _conclude)."""
-        nursery = self.nursery
-        if nursery is None or self.running or self.stream_closed:
+        if not self.serving or self.running or self.stream_closed:
             return
         self.running = True
         try:
-            nursery.start_soon(self._reader)
+            self._owner._spawn(self._reader)
         except RuntimeError:  # the nursery is closing: the connection is ending anyway
             self.running = False
 

@@ -5,6 +5,7 @@ the connection uses where that is the point."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -15,6 +16,7 @@ from trio_websocket import ConnectionClosed
 from wsproto.events import CloseConnection, Ping, Pong, TextMessage
 
 from gateway.ws.connection import ATTEND_AFTER, Limits, WebSocketConnection
+from gateway.ws.reading import Reader
 from tests.tasks import WRITER, tasks_under
 from tests.ws.peer import Peer, masked_frame
 
@@ -24,8 +26,11 @@ DEFAULT = Limits()
 
 def tasks_below(nursery: trio.Nursery) -> list[str]:
     """The short names of the tasks under ``nursery`` but the writer's (over a memory stream
-    every frame goes through the writer task; on a socket most are written directly)."""
-    return [t.name.rsplit(".", 1)[-1] for t in tasks_under(nursery) if not t.name.endswith(WRITER)]
+    every frame goes through the writer task; on a socket most are written directly), sorted
+    (the helpers run beside ``serve`` in the nursery that started it)."""
+    return sorted(
+        t.name.rsplit(".", 1)[-1] for t in tasks_under(nursery) if not t.name.endswith(WRITER)
+    )
 
 
 @asynccontextmanager
@@ -57,6 +62,46 @@ async def test_a_handler_waiting_for_messages_is_the_only_task() -> None:
         await trio.sleep(ATTEND_AFTER * 3)  # past any check of the attendant's
         await trio.testing.wait_all_tasks_blocked()
         assert tasks_below(nursery) == ["serve"]
+        # ... and it keeps no nursery of its own (its helpers would start beside it).
+        (task,) = nursery.child_tasks
+        assert task.child_nurseries == []
+
+
+async def test_serve_returns_only_once_its_helper_tasks_are_done() -> None:
+    left: list[list[str]] = []
+    client, server = trio.testing.memory_stream_pair()
+    ws = WebSocketConnection(server, path="/t", limits=DEFAULT)
+    peer = Peer(client)
+
+    async def run(scope: trio.CancelScope) -> None:
+        with scope:
+            await ws.serve(functools.partial(sleeper, ws))
+        left.append([t.name for t in nursery.child_tasks if not t.name.endswith(".run")])
+
+    async with trio.open_nursery() as nursery:
+        scope = trio.CancelScope()
+        nursery.start_soon(run, scope)
+        await peer.send(Ping(b"p"))
+        assert isinstance(await peer.next_event(timeout=2), Pong)  # a reader task answered
+        assert any(t.name.endswith("_reader") for t in nursery.child_tasks)
+        scope.cancel()
+    assert left == [[]]  # no helper outlived serve()
+    assert ws.closed is not None and ws.closed.code == 1006
+
+
+async def test_a_helper_task_that_fails_drops_only_its_connection(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken(self: Reader, handback: bool = True) -> None:
+        raise RuntimeError("engine bug")
+
+    monkeypatch.setattr(Reader, "_reader", broken)
+    async with serving(sleeper) as (ws, peer, _):
+        await peer.send(TextMessage("nobody reads this"))
+        assert await peer.read_to_eof(timeout=2) == b""  # dropped...
+        assert ws.closed is not None and ws.closed.code == 1006
+        # ... and logged; the nursery (the server's, in the gateway) goes on.
+        assert any("engine task" in r.getMessage() and r.exc_info for r in caplog.records)
 
 
 async def sleeper(ws: WebSocketConnection) -> None:
@@ -68,7 +113,7 @@ async def test_a_handler_that_never_reads_still_answers_pings_and_the_close() ->
         await peer.send(Ping(b"are you there"))
         event = await peer.next_event(timeout=2)
         assert isinstance(event, Pong) and bytes(event.payload) == b"are you there"
-        assert tasks_below(nursery) == ["serve", "_reader"]  # the handler's, a reader
+        assert tasks_below(nursery) == ["_reader", "serve"]  # the handler's, a reader
         await peer.send(CloseConnection(1000, "bye"))
         event = await peer.close_event()
         assert (event.code, event.reason) == (1000, "bye")
