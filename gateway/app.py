@@ -18,19 +18,19 @@ from pathlib import Path
 import trio
 
 from gateway.access import AccessLog
-from gateway.auth import Authenticator, CookieAuthenticator
-from gateway.auth_upstream import UpstreamAuthenticator
+from gateway.auth import Authenticator
+from gateway.auth.cookie import CookieAuthenticator
+from gateway.auth.upstream import UpstreamAuthenticator
 from gateway.broker.shell import Broker
 from gateway.broker.subscriptions import Route
 from gateway.client_limits import ClientLimits
 from gateway.config.load import allowed_hosts
 from gateway.config.schema import Config, MountConfig, WebSocketConfig
 from gateway.core import cookies
-from gateway.core.address import parse_networks
 from gateway.core.decisions import MountRoute
 from gateway.core.frontdoor import HeadLimits, Policy
 from gateway.core.routing import Router, Template
-from gateway.core.upstream import ProxyRoutes, parse_upstream
+from gateway.core.upstream import ProxyRoutes
 from gateway.errors import ConfigError, PluginLoadError
 from gateway.mount import Mount
 from gateway.plugins import LoadedPlugin, import_object, load
@@ -314,7 +314,7 @@ def build_snapshot(
         ),
         proxy=_proxy_routes(config),
         hosts=allowed_hosts(config.server),
-        trusted=parse_networks(config.server.trusted_proxies + config.proxy.trusted_proxies),
+        trusted=config.trusted_networks,
     )
     static_root = Path(config.http.static_root) if config.http.static_root else None
     if proxy is None:
@@ -387,7 +387,6 @@ def _proxy_routes(config: Config) -> ProxyRoutes | None:
     proxy = config.proxy
     if proxy.upstream is None and not proxy.routes:
         return None
-    default = parse_upstream(proxy.upstream) if proxy.upstream is not None else None
     streamed: list[str | None] = [
         r.prefix
         for r in proxy.routes
@@ -396,7 +395,9 @@ def _proxy_routes(config: Config) -> ProxyRoutes | None:
     if not proxy.request_buffering:
         streamed.append(None)  # the default upstream follows proxy.request_buffering
     return ProxyRoutes(
-        ((r.prefix, parse_upstream(r.upstream)) for r in proxy.routes), default, streamed=streamed
+        ((r.prefix, r.destination) for r in proxy.routes),
+        proxy.default_upstream,
+        streamed=streamed,
     )
 
 
@@ -417,9 +418,9 @@ def _authenticator(
     name: str, ws: WebSocketConfig, keyring: cookies.KeyRing | None, config: Config
 ) -> Authenticator | None:
     if ws.auth == "upstream":
-        assert ws.auth_url is not None  # checked by gateway.config.load
+        assert ws.auth_target is not None  # checked by gateway.config.load
         return UpstreamAuthenticator(
-            ws.auth_url,
+            ws.auth_target,
             user_header=ws.auth_user_header,
             cache_ttl=ws.auth_cache_ttl,
             proto="https" if config.server.tls is not None else "http",

@@ -28,9 +28,10 @@ from gateway import app as app_module
 from gateway import log as log_module
 from gateway import pidfile, server, supervision, supervisor
 from gateway.admin import server as admin_server
-from gateway.config.load import check_workers, load_file, parse_listen
+from gateway.config.load import check_workers, load_file
 from gateway.config.schema import Config
 from gateway.core import cookies
+from gateway.core.address import ListenAddress
 from gateway.errors import ConfigError, ConfigErrors, ListenError
 
 log = logging.getLogger("gateway")
@@ -153,21 +154,18 @@ def _load(
         )
         check_workers(config, "--workers")
     if listen:
-        for i, address in enumerate(listen):
-            try:
-                parse_listen(address)
-            except ValueError as exc:
-                raise ConfigError(f"--listen[{i}]", str(exc)) from None
-        config = dataclasses.replace(
-            config, server=dataclasses.replace(config.server, listen=tuple(listen))
-        )
+        try:
+            server_config = dataclasses.replace(config.server, listen=tuple(listen))
+        except ConfigError as exc:  # named "listen[i]" by the table
+            raise ConfigError(f"--{exc.path}", exc.problem) from None
+        config = dataclasses.replace(config, server=server_config)
     return config
 
 
 def _check(args: argparse.Namespace) -> int:
     config = _load(args.config, workers=args.workers)
     app = app_module.build(config)
-    _resolve_listen(config.server.listen)
+    _resolve_listen(config.server.listen_addresses)
     mounts = ", ".join(f"{m.name}={m.path}" for m in config.plugins) or "none"
     workers = "" if config.server.workers == 1 else f"; workers: {config.server.workers}"
     print(f"{args.config}: OK ({len(app.mounts)} mounts: {mounts}{workers})")
@@ -187,11 +185,10 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _resolve_listen(addresses: Sequence[str]) -> None:
+def _resolve_listen(addresses: Sequence[ListenAddress]) -> None:
     """Every listen host resolves (a typo in a name fails here, not at the first start)."""
     errors: list[ConfigError] = []
-    for i, address in enumerate(addresses):
-        host, port = parse_listen(address)
+    for i, (host, port) in enumerate(addresses):
         try:
             socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM)
         except (OSError, UnicodeError) as exc:
@@ -261,7 +258,7 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-async def open_listeners(addresses: Sequence[str]) -> list[trio.SocketListener]:
+async def open_listeners(addresses: Sequence[ListenAddress]) -> list[trio.SocketListener]:
     """Bind every address; one in use (or not ours) is a :class:`ListenError` naming it,
     with the way out."""
     listeners: list[trio.SocketListener] = []
@@ -278,7 +275,7 @@ async def open_listeners(addresses: Sequence[str]) -> list[trio.SocketListener]:
     return listeners
 
 
-def listen_error(address: str, exc: OSError) -> ListenError:
+def listen_error(address: str | ListenAddress, exc: OSError) -> ListenError:
     """The message for an address that cannot be bound (not a config error: the config may
     be right and the port taken)."""
     if exc.errno == errno.EADDRINUSE:
@@ -305,7 +302,7 @@ def _cpus() -> int | None:
 
 async def _run(app: app_module.App, load: Callable[[], Config]) -> None:
     shutdown = trio.Event()
-    listeners = await open_listeners(app.config.server.listen)
+    listeners = await open_listeners(app.config.server.listen_addresses)
     admin_listeners = await admin_server.open_listeners(app.config)  # [admin], if any
     pid_path = app.config.server.pid_file
     if pid_path is not None:

@@ -39,7 +39,6 @@ from gateway.core.address import (
     Network,
     client_address,
     in_networks,
-    parse_networks,
     unmapped,
 )
 from gateway.core.decisions import Reject
@@ -95,7 +94,7 @@ class ClientLimits:
             ipv6_prefix=limits.ipv6_prefix,
             table_size=limits.table_size,
         )
-        return cls(settings.share(workers(config)), trusted_proxies(config))
+        return cls(settings.share(workers(config)), config.trusted_networks)
 
     def retune(self, config: Config) -> None:
         """A reload: ``config``'s limits and trusted proxies from now on, keeping the counts
@@ -235,11 +234,6 @@ def _too_many(detail: str, wait: float, *, close: bool) -> Reject:
 def _proxy_like(address: IPAddress) -> bool:
     """A loopback or private peer over its limit is most likely a proxy nobody listed."""
     return address.is_loopback or address.is_private
-
-
-def trusted_proxies(config: Config) -> tuple[Network, ...]:
-    """The one list of trusted proxies: ``server.trusted_proxies`` + ``proxy.trusted_proxies``."""
-    return parse_networks((*config.server.trusted_proxies, *config.proxy.trusted_proxies))
 
 
 def workers(config: Config) -> int:

@@ -22,8 +22,8 @@ from trio_websocket import Endpoint
 from gateway import admin, reloader
 from gateway.app import App
 from gateway.client_limits import CONNECTIONS_RESPONSE, Slot
-from gateway.config.load import parse_listen
 from gateway.config.schema import Config
+from gateway.core.address import ListenAddress
 from gateway.http.http11 import serve_connection
 from gateway.log import RateLimit
 
@@ -56,11 +56,10 @@ def ssl_context(cert: str, key: str) -> ssl.SSLContext:
     return context
 
 
-async def open_listeners(addresses: Sequence[str]) -> list[trio.SocketListener]:
+async def open_listeners(addresses: Sequence[ListenAddress]) -> list[trio.SocketListener]:
     """Bind every ``host:port`` (port 0 picks a free one)."""
     listeners: list[trio.SocketListener] = []
-    for address in addresses:
-        host, port = parse_listen(address)
+    for host, port in addresses:
         listeners.extend(await trio.open_tcp_listeners(port, host=host))
     return listeners
 

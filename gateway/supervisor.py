@@ -268,7 +268,7 @@ def run(
     exit status.  Raises :class:`ListenError` if an address cannot be bound."""
     reuseport = worker_sockets.balancing_supported()
     try:
-        sockets = worker_sockets.bind(config.server.listen, workers, reuseport=reuseport)
+        sockets = worker_sockets.bind(config.server.listen_addresses, workers, reuseport=reuseport)
     except OSError as exc:
         raise ListenError(
             f"cannot listen on {', '.join(config.server.listen)}: {exc.strerror or exc}"

@@ -19,7 +19,7 @@ import socket
 import sys
 from collections.abc import Sequence
 
-from gateway.config.load import parse_listen
+from gateway.core.address import ListenAddress
 
 BACKLOG = 0xFFFF  # as trio's default; the kernel caps it at net.core.somaxconn
 
@@ -29,7 +29,9 @@ def balancing_supported() -> bool:
     return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
 
 
-def bind(addresses: Sequence[str], workers: int, *, reuseport: bool) -> list[list[socket.socket]]:
+def bind(
+    addresses: Sequence[ListenAddress], workers: int, *, reuseport: bool
+) -> list[list[socket.socket]]:
     """The listening sockets for each of ``workers`` workers: with ``reuseport`` a list of
     distinct sockets per worker (same addresses and ports), otherwise one list shared by
     all.  Raises OSError (every socket opened so far is closed)."""
@@ -58,11 +60,10 @@ def bind(addresses: Sequence[str], workers: int, *, reuseport: bool) -> list[lis
         raise
 
 
-def _resolve(addresses: Sequence[str]) -> list[tuple[int, tuple[object, ...]]]:
+def _resolve(addresses: Sequence[ListenAddress]) -> list[tuple[int, tuple[object, ...]]]:
     """Every (family, sockaddr) to bind, as trio.open_tcp_listeners resolves ``host:port``."""
     found: list[tuple[int, tuple[object, ...]]] = []
-    for address in addresses:
-        host, port = parse_listen(address)
+    for host, port in addresses:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
         found.extend((int(family), tuple(sockaddr)) for family, _, _, _, sockaddr in infos)
     return found

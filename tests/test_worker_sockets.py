@@ -9,7 +9,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from gateway.core.address import ListenAddress
 from gateway.worker_sockets import balancing_supported, bind
+
+LOOPBACK_0 = ListenAddress("127.0.0.1", 0)
 
 linux_only = pytest.mark.skipif(not balancing_supported(), reason="SO_REUSEPORT balancing: Linux")
 
@@ -52,7 +55,7 @@ def accepted_by(slots: list[list[socket.socket]], connections: int) -> list[int]
 
 @linux_only
 def test_each_worker_gets_its_own_sockets_on_one_port() -> None:
-    slots = bind(["127.0.0.1:0"], 3, reuseport=True)
+    slots = bind([LOOPBACK_0], 3, reuseport=True)
     try:
         assert [len(s) for s in slots] == [1, 1, 1]
         sockets = [s[0] for s in slots]
@@ -68,7 +71,7 @@ def test_each_worker_gets_its_own_sockets_on_one_port() -> None:
 
 
 def test_without_reuseport_every_worker_shares_one_set() -> None:
-    slots = bind(["127.0.0.1:0", "127.0.0.1:0"], 2, reuseport=False)
+    slots = bind([LOOPBACK_0, LOOPBACK_0], 2, reuseport=False)
     try:
         assert slots[0] is slots[1]
         assert len(slots[0]) == 2
@@ -80,18 +83,18 @@ def test_without_reuseport_every_worker_shares_one_set() -> None:
 @pytest.mark.parametrize("reuseport", [pytest.param(True, marks=linux_only), False])
 def test_an_address_in_use_is_refused(taken_port: int, reuseport: bool) -> None:
     with pytest.raises(OSError, match="in use") as info:
-        bind([f"127.0.0.1:{taken_port}"], 2, reuseport=reuseport)
+        bind([ListenAddress("127.0.0.1", taken_port)], 2, reuseport=reuseport)
     assert info.value.errno == errno.EADDRINUSE
 
 
 @linux_only
 def test_another_reuseport_group_on_the_port_is_refused() -> None:
     # Without the probe a second gateway would silently share the first one's port.
-    first = bind(["127.0.0.1:0"], 2, reuseport=True)
+    first = bind([LOOPBACK_0], 2, reuseport=True)
     try:
         port = first[0][0].getsockname()[1]
         with pytest.raises(OSError, match="in use") as info:
-            bind([f"127.0.0.1:{port}"], 2, reuseport=True)
+            bind([ListenAddress("127.0.0.1", port)], 2, reuseport=True)
         assert info.value.errno == errno.EADDRINUSE
     finally:
         close_all(first)
@@ -102,7 +105,7 @@ def test_a_fixed_port_is_bound_by_every_worker() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    slots = bind([f"127.0.0.1:{port}"], 2, reuseport=True)
+    slots = bind([ListenAddress("127.0.0.1", port)], 2, reuseport=True)
     try:
         assert {s[0].getsockname()[1] for s in slots} == {port}
     finally:

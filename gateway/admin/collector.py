@@ -26,7 +26,7 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector
 
-from gateway.auth_upstream import UpstreamAuthenticator
+from gateway.auth.upstream import UpstreamAuthenticator
 from gateway.core.histogram import Histogram
 from gateway.metered import metered
 

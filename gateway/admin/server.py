@@ -36,10 +36,10 @@ from trio_websocket import ConnectionClosed
 
 from gateway.admin import status
 from gateway.admin.collector import exposition
-from gateway.config.load import parse_listen
 from gateway.config.schema import Config
 from gateway.core import handshake, origin
 from gateway.core import headers as hdr
+from gateway.core.address import parse_listen
 from gateway.core.decisions import REASONS, Reject
 from gateway.errors import ConfigError
 from gateway.ws.connection import WebSocketConnection
@@ -380,7 +380,7 @@ async def open_listeners(config: Config) -> list[trio.SocketListener]:
     """Bind ``[admin] listen`` (none without the table); a bind error is a config error."""
     if config.admin is None:
         return []
-    host, port = parse_listen(config.admin.listen)
+    host, port = config.admin.listen_address
     try:
         return await trio.open_tcp_listeners(port, host=host)
     except OSError as exc:

@@ -1,10 +1,13 @@
 """Read ``config.toml`` into a :class:`Config`, checking everything that can be checked
 without importing plugins (that is :mod:`gateway.plugins`' job) or touching the network.
 
-Rules beyond the types: listen addresses parse; paths are valid templates that neither repeat
-nor overlap nor shadow the health paths; origins are real origins; ``"*"`` origins are refused
-on a mount that authenticates (cross-site WebSocket hijacking, ../LIMITS.md); relative file
-paths are relative to the config file's folder.
+Rules beyond the types (listen addresses, networks and URLs are parsed by the tables
+themselves, :mod:`gateway.config.schema`): paths are valid templates that neither repeat nor
+overlap nor shadow the health paths; origins are real origins; ``"*"`` origins are refused on a
+mount that authenticates (cross-site WebSocket hijacking: any page could open a socket carrying
+the visitor's cookie); relative file paths are relative to the config file's folder.
+
+Pure: imports nothing of trio or of the gateway's I/O shells (tests/test_layout.py).
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from gateway.auth_upstream import AuthURL
 from gateway.config.schema import (
     AdminConfig,
     AuthConfig,
@@ -33,9 +35,7 @@ from gateway.config.schema import (
 )
 from gateway.config.validate import Errors, build, describe
 from gateway.core import origin
-from gateway.core.address import parse_networks
 from gateway.core.routing import Template
-from gateway.core.upstream import parse_upstream
 from gateway.errors import ConfigError
 from gateway.log import parse_level
 
@@ -52,7 +52,7 @@ _TABLES = {
     "admin",
 }
 _MOUNT_KEYS = {"path", "use", "options"}
-_WS_KEYS = {f.name for f in dataclasses.fields(WebSocketConfig)}
+_WS_KEYS = {f.name for f in dataclasses.fields(WebSocketConfig) if f.init}
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
@@ -129,11 +129,6 @@ def parse(
 
 def _server(data: dict[str, Any], base_dir: Path) -> ServerConfig:
     server = build(ServerConfig, data.get("server", {}), "server")
-    for i, address in enumerate(server.listen):
-        try:
-            parse_listen(address)
-        except ValueError as exc:
-            raise ConfigError(f"server.listen[{i}]", str(exc)) from None
     if not server.listen:
         raise ConfigError("server.listen", "needs at least one address")
     if server.hosts is not None:
@@ -147,7 +142,6 @@ def _server(data: dict[str, Any], base_dir: Path) -> ServerConfig:
                 key=_existing_file(base_dir, server.tls.key, "server.tls.key"),
             ),
         )
-    _trusted_proxies(server.trusted_proxies, "server.trusted_proxies")
     if server.pid_file is not None:
         server = dataclasses.replace(server, pid_file=str((base_dir / server.pid_file).resolve()))
     return server
@@ -165,12 +159,8 @@ def _admin(data: object, server: ServerConfig) -> AdminConfig:
     """``[admin] listen`` parses and is not one of the public addresses: ``/metrics`` and the
     status page are for operators, never served where clients connect."""
     admin = build(AdminConfig, data, "admin")
-    try:
-        host, port = parse_listen(admin.listen)
-    except ValueError as exc:
-        raise ConfigError("admin.listen", str(exc)) from None
-    for i, address in enumerate(server.listen):
-        public_host, public_port = parse_listen(address)
+    host, port = admin.listen_address
+    for i, (public_host, public_port) in enumerate(server.listen_addresses):
         wildcard = {host, public_host} & {"0.0.0.0", "::", ""}
         if port != 0 and port == public_port and (host == public_host or wildcard):
             raise ConfigError(
@@ -195,28 +185,12 @@ def check_workers(config: Config, key: str = "server.workers") -> None:
         )
 
 
-def parse_listen(address: str) -> tuple[str, int]:
-    """``"127.0.0.1:8080"`` / ``"[::1]:8080"`` / ``"localhost:0"`` -> ``(host, port)``."""
-    host, colon, port = address.rpartition(":")
-    if not colon or not host:
-        raise ValueError(f"expected 'host:port', got {address!r}")
-    if host.startswith("["):
-        if not host.endswith("]"):
-            raise ValueError(f"unbalanced '[' in {address!r}")
-        host = host[1:-1]
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"port must be 0-65535, got {port!r}")
-    if not re.fullmatch(r"[A-Za-z0-9.\-:]+", host):
-        raise ValueError(f"invalid host {host!r}")
-    return host, int(port)
-
-
 def allowed_hosts(server: ServerConfig) -> tuple[str, ...] | None:
     """The Host names the front door accepts (``None``: any): ``server.hosts``, or when it is
     unset the loopback names if every listen address is loopback (issue 9: DNS rebinding)."""
     if server.hosts is not None:
         return None if origin.ANY in server.hosts else server.hosts
-    return origin.default_hosts(tuple(parse_listen(a)[0] for a in server.listen))
+    return origin.default_hosts(tuple(a.host for a in server.listen_addresses))
 
 
 def _hosts(hosts: tuple[str, ...]) -> tuple[str, ...]:
@@ -236,18 +210,9 @@ def _hosts(hosts: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(normalized)
 
 
-def _trusted_proxies(values: tuple[str, ...], key: str) -> None:
-    """Each entry an IP address or a CIDR network without host bits."""
-    for i, value in enumerate(values):
-        try:
-            parse_networks([value])
-        except ValueError as exc:
-            raise ConfigError(f"{key}[{i}]", str(exc)) from None
-
-
 def _proxy(proxy: ProxyConfig) -> ProxyConfig:
-    """Upstreams are ``http://host:port[/]``; route prefixes are distinct absolute paths;
-    trusted proxies are IP addresses or CIDR networks; timeouts are positive."""
+    """Route prefixes are distinct absolute paths; timeouts are positive; the temporary
+    folder is writable (the upstreams and trusted proxies parsed with the table)."""
     for key in ("connect_timeout", "read_timeout", "body_timeout"):
         if getattr(proxy, key) <= 0:
             raise ConfigError(f"proxy.{key}", "must be > 0")
@@ -257,8 +222,6 @@ def _proxy(proxy: ProxyConfig) -> ProxyConfig:
         raise ConfigError(
             "proxy.body_temp_dir", f"{proxy.body_temp_dir!r} is not a writable directory"
         )
-    if proxy.upstream is not None:
-        _upstream(proxy.upstream, "proxy.upstream")
     seen: dict[str, int] = {}
     for i, route in enumerate(proxy.routes):
         where = f"proxy.routes[{i}]"
@@ -271,12 +234,6 @@ def _proxy(proxy: ProxyConfig) -> ProxyConfig:
                 f"{where}.prefix", f"{route.prefix!r} repeats proxy.routes[{seen[route.prefix]}]"
             )
         seen[route.prefix] = i
-        _upstream(route.upstream, f"{where}.upstream")
-    for i, value in enumerate(proxy.trusted_proxies):
-        try:
-            parse_networks([value])
-        except ValueError as exc:
-            raise ConfigError(f"proxy.trusted_proxies[{i}]", str(exc)) from None
     return proxy
 
 
@@ -321,13 +278,6 @@ def _broker(broker: BrokerConfig) -> BrokerConfig:
         if getattr(broker, key) <= 0:
             raise ConfigError(f"broker.{key}", "must be > 0")
     return broker
-
-
-def _upstream(url: str, key: str) -> None:
-    try:
-        parse_upstream(url)
-    except ValueError as exc:
-        raise ConfigError(key, str(exc)) from None
 
 
 def _existing_file(base_dir: Path, name: str, key: str) -> str:
@@ -378,13 +328,8 @@ _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 §5.6.2: a heade
 
 
 def _upstream_auth(ws: WebSocketConfig, where: str) -> None:
-    """``auth = "upstream"`` needs an absolute ``http://`` ``auth_url`` and no custom
-    authenticator; ``auth_user_header`` must be a header name."""
-    if ws.auth_url is not None:
-        try:
-            AuthURL.parse(ws.auth_url)
-        except ValueError as exc:
-            raise ConfigError(f"{where}.auth_url", str(exc)) from None
+    """``auth = "upstream"`` needs an ``auth_url`` (an absolute ``http://`` URL, parsed with
+    the table) and no custom authenticator; ``auth_user_header`` must be a header name."""
     if not _TOKEN.fullmatch(ws.auth_user_header):
         raise ConfigError(
             f"{where}.auth_user_header", f"not a header name: {ws.auth_user_header!r}"
@@ -465,4 +410,8 @@ def _template(path: str, key: str, http: HttpConfig, seen: list[tuple[str, Templ
 
 def _as_raw(ws: WebSocketConfig) -> dict[str, Any]:
     # None means "not set" for the optional keys, so leave those out rather than pass None.
-    return {f.name: v for f in dataclasses.fields(ws) if (v := getattr(ws, f.name)) is not None}
+    return {
+        f.name: v
+        for f in dataclasses.fields(ws)
+        if f.init and (v := getattr(ws, f.name)) is not None
+    }

@@ -1,17 +1,45 @@
 """The configuration's shape: frozen dataclasses, one per TOML table.
 
 Field names are the TOML keys; defaults are the documented defaults (README, "Configuration
-reference", and ../LIMITS.md for where the numbers come from).  Values are checked by
+reference"; docs/design.md says where the limits come from).  Values are checked by
 :mod:`gateway.config.validate`; cross-field rules live in :mod:`gateway.config.load`.
+
+Values with a syntax of their own (listen addresses, networks, upstream and auth URLs) are
+parsed here, once, when a table is made (``__post_init__``), and kept parsed beside the text
+they came from (fields with ``init=False``: never TOML keys, never compared); the rest of the
+gateway reads the parsed form.  A value that does not parse raises :class:`ConfigError` naming
+its key, which :func:`gateway.config.validate.build` puts under the table's path.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
+
+from gateway.core.address import ListenAddress, Network, parse_listen, parse_networks
+from gateway.core.upstream import AuthURL, Upstream, parse_upstream
+from gateway.errors import ConfigError
 
 KiB = 1024
 MiB = 1024 * KiB
+
+T = TypeVar("T")
+
+
+def _parse(parse: Callable[[str], T], value: str, key: str) -> T:
+    try:
+        return parse(value)
+    except ValueError as exc:
+        raise ConfigError(key, str(exc)) from None
+
+
+def _parse_each(parse: Callable[[str], T], values: Sequence[str], key: str) -> tuple[T, ...]:
+    return tuple(_parse(parse, value, f"{key}[{i}]") for i, value in enumerate(values))
+
+
+def _network(value: str) -> Network:
+    return parse_networks([value])[0]
 
 
 @dataclass(frozen=True)
@@ -40,6 +68,16 @@ class ServerConfig:
     # Where `gateway serve` writes its pid (the supervisor's with --workers), for `gateway
     # reload`; relative to the config file's folder.  None: no pid file.
     pid_file: str | None = None
+    listen_addresses: tuple[ListenAddress, ...] = field(init=False, repr=False, compare=False)
+    trusted_networks: tuple[Network, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "listen_addresses", _parse_each(parse_listen, self.listen, "listen")
+        )
+        object.__setattr__(
+            self, "trusted_networks", _parse_each(_network, self.trusted_proxies, "trusted_proxies")
+        )
 
 
 @dataclass(frozen=True)
@@ -94,6 +132,11 @@ class WebSocketConfig:
     max_connections: int = field(default=10_000, metadata={"min": 1})
     handshake_timeout: float = field(default=10.0, metadata={"min": 0})
     close_timeout: float = field(default=10.0, metadata={"min": 0})
+    auth_target: AuthURL | None = field(init=False, repr=False, compare=False)  # auth_url, parsed
+
+    def __post_init__(self) -> None:
+        target = None if self.auth_url is None else _parse(AuthURL.parse, self.auth_url, "auth_url")
+        object.__setattr__(self, "auth_target", target)
 
 
 @dataclass(frozen=True)
@@ -115,6 +158,10 @@ class ProxyRoute:
     prefix: str
     upstream: str
     request_buffering: bool | None = None  # None: proxy.request_buffering
+    destination: Upstream = field(init=False, repr=False, compare=False)  # upstream, parsed
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "destination", _parse(parse_upstream, self.upstream, "upstream"))
 
 
 @dataclass(frozen=True)
@@ -134,6 +181,19 @@ class ProxyConfig:
     trusted_proxies: tuple[str, ...] = ()  # IPs/CIDRs whose X-Forwarded-For is extended
     preserve_host: bool = True
     routes: tuple[ProxyRoute, ...] = ()
+    default_upstream: Upstream | None = field(
+        init=False, repr=False, compare=False
+    )  # upstream, parsed
+    trusted_networks: tuple[Network, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        default = (
+            None if self.upstream is None else _parse(parse_upstream, self.upstream, "upstream")
+        )
+        object.__setattr__(self, "default_upstream", default)
+        object.__setattr__(
+            self, "trusted_networks", _parse_each(_network, self.trusted_proxies, "trusted_proxies")
+        )
 
 
 @dataclass(frozen=True)
@@ -184,6 +244,10 @@ class AdminConfig:
     port; no table: no admin listener at all."""
 
     listen: str  # "127.0.0.1:9090"; keep it on loopback or a private network
+    listen_address: ListenAddress = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "listen_address", _parse(parse_listen, self.listen, "listen"))
 
 
 @dataclass(frozen=True)
@@ -199,3 +263,9 @@ class Config:
     limits: LimitsConfig = LimitsConfig()
     admin: AdminConfig | None = None  # [admin]: metrics and the status page; None: off
     log: LogConfig = LogConfig()
+
+    @property
+    def trusted_networks(self) -> tuple[Network, ...]:
+        """The one list of trusted proxies: ``server.trusted_proxies`` and
+        ``proxy.trusted_proxies`` (kept for configs written before the server's)."""
+        return self.server.trusted_networks + self.proxy.trusted_networks

@@ -5,6 +5,8 @@ author gets ``plugins.chat.options.max_members: expected int, got str`` for free
 frozen dataclass.  Supported field types: ``bool``, ``int``, ``float``, ``str``, ``Literal[...]``,
 ``tuple[X, ...]`` (from a TOML array), ``dict[str, X]``, ``X | None``, ``Any`` and nested
 dataclasses.  Bounds come from field metadata: ``field(default=1, metadata={"min": 1})``.
+A dataclass's ``__post_init__`` may raise :class:`ConfigError` naming one of its own fields
+(``listen[0]``): the error is reported under the table's path (``server.listen[0]``).
 """
 
 from __future__ import annotations
@@ -95,7 +97,16 @@ def build(cls: type[T], data: object, path: str = "", *, ignore: frozenset[str] 
             continue
         kwargs[name] = value
     errors.check()
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:  # a __post_init__ that parses a field names it, not the table
+        raise _under(path, exc) from None
+
+
+def _under(path: str, exc: ConfigError) -> ConfigError:
+    if isinstance(exc, ConfigErrors):
+        return ConfigErrors([_under(path, e) for e in exc.errors])
+    return ConfigError(join(path, exc.path) if exc.path else path, exc.problem)
 
 
 def convert(tp: Any, value: object, path: str) -> Any:

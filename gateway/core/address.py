@@ -17,7 +17,9 @@ ends the walk at the last address a trusted proxy vouched for.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -41,6 +43,38 @@ def parse_networks(values: Iterable[str]) -> tuple[Network, ...]:
         except ValueError as exc:
             raise ValueError(f"not an IP address or CIDR network: {value!r} ({exc})") from None
     return tuple(out)
+
+
+class ListenAddress(NamedTuple):
+    """Where to listen (``server.listen``, ``admin.listen``): ``host`` (IPv6 without brackets,
+    ``0.0.0.0`` / ``::`` for every address) and ``port`` (0: a free one)."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+_LISTEN_HOST = re.compile(r"[A-Za-z0-9.\-:]*")
+
+
+def parse_listen(address: str) -> ListenAddress:
+    """``"127.0.0.1:8080"`` / ``"[::1]:8080"`` / ``"localhost:0"`` -> ``(host, port)``;
+    :class:`ValueError` naming the problem otherwise."""
+    host, colon, port = address.rpartition(":")
+    if not colon or not host:
+        raise ValueError(f"expected 'host:port', got {address!r}")
+    if host.startswith("["):
+        if not host.endswith("]"):
+            raise ValueError(f"unbalanced '[' in {address!r}")
+        host = host[1:-1]
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"port must be 0-65535, got {port!r}")
+    if not host or not _LISTEN_HOST.fullmatch(host):
+        raise ValueError(f"invalid host {host!r}")
+    return ListenAddress(host, int(port))
 
 
 def unmapped(address: IPAddress) -> IPAddress:

@@ -2,7 +2,8 @@
 
 Pure (no trio, no I/O): :func:`parse_upstream` turns ``"http://host:port"`` into an
 :class:`Upstream`, and :class:`ProxyRoutes` picks the upstream for a request path, the longest
-matching prefix first, the top-level ``proxy.upstream`` as the default.
+matching prefix first, the top-level ``proxy.upstream`` as the default.  :class:`AuthURL` is
+the legacy site's "who is this?" URL (``auth = "upstream"``, :mod:`gateway.auth.upstream`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 # RFC 3986 §3.2.2 reg-name (letters, digits, '-', '.') or IPv4, or an IPv6 literal in brackets.
 _URL = re.compile(r"http://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(?P<port>[0-9]{1,5})/?")
@@ -51,6 +53,41 @@ def parse_upstream(url: str) -> Upstream:
     elif host.startswith(("-", ".")) or host.endswith("-") or ".." in host:
         raise ValueError(f"invalid host in {url!r}")
     return Upstream(host, port)
+
+
+@dataclass(frozen=True)
+class AuthURL:
+    """A parsed ``auth_url``: where to connect (:attr:`upstream`) and what to ask for."""
+
+    upstream: Upstream
+    target: str  # path and query, origin-form (RFC 9112 §3.2.1)
+    host_header: str  # the URL's authority as written
+
+    @property
+    def host(self) -> str:
+        return self.upstream.host
+
+    @property
+    def port(self) -> int:
+        return self.upstream.port
+
+    @classmethod
+    def parse(cls, url: str) -> AuthURL:
+        """Parse an absolute ``http://host[:port]/path[?query]`` URL; ``ValueError`` otherwise
+        (https, user info, fragments and relative URLs are refused)."""
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as exc:
+            raise ValueError(f"not a valid URL: {exc}") from None
+        if parts.scheme != "http":
+            raise ValueError(f"must be an absolute http:// URL, got {url!r}")
+        if not parts.hostname or parts.username is not None or parts.password is not None:
+            raise ValueError(f"needs a host and no user info, got {url!r}")
+        if parts.fragment or any(c in url for c in " \r\n\t"):
+            raise ValueError(f"must not contain a fragment or whitespace, got {url!r}")
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        return cls(Upstream(parts.hostname, port or 80), target, parts.netloc)
 
 
 def prefix_matches(prefix: str, path: str) -> bool:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from gateway.client_limits import ClientLimits, trusted_proxies, workers
+from gateway.client_limits import ClientLimits, workers
 from gateway.config.load import parse
 from gateway.config.schema import Config, LimitsConfig
 from gateway.core.limiter import Rate
@@ -96,9 +96,13 @@ def test_both_trusted_lists_are_one() -> None:
             "proxy": {"upstream": "http://127.0.0.1:9", "trusted_proxies": ["192.0.2.1"]},
         }
     )
-    assert trusted_proxies(config) == (
-        ipaddress.ip_network("10.0.0.0/8"),
-        ipaddress.ip_network("192.0.2.1/32"),
+    assert (
+        config.trusted_networks
+        == ClientLimits.from_config(config).trusted
+        == (
+            ipaddress.ip_network("10.0.0.0/8"),
+            ipaddress.ip_network("192.0.2.1/32"),
+        )
     )
 
 

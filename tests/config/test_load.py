@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from gateway.config.load import load_file, parse, parse_listen
+from gateway.config.load import load_file, parse
 from gateway.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -109,18 +109,6 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
     (tmp_path / "site").mkdir()
     (tmp_path / "gw.toml").write_text('[http]\nstatic_root = "site"\n')
     assert load_file(tmp_path / "gw.toml").http.static_root == str(tmp_path / "site")
-
-
-@pytest.mark.parametrize(
-    ("address", "parsed"),
-    [
-        ("127.0.0.1:8080", ("127.0.0.1", 8080)),
-        ("[::1]:0", ("::1", 0)),
-        ("localhost:80", ("localhost", 80)),
-    ],
-)
-def test_parse_listen(address: str, parsed: tuple[str, int]) -> None:
-    assert parse_listen(address) == parsed
 
 
 def test_every_error_is_reported_not_only_the_first() -> None:

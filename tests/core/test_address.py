@@ -11,10 +11,12 @@ from hypothesis import strategies as st
 
 from gateway.core.address import (
     MAX_HOPS,
+    ListenAddress,
     client_address,
     forwarded_for,
     in_networks,
     parse_hop,
+    parse_listen,
     parse_networks,
 )
 
@@ -138,3 +140,29 @@ def test_forwarded_scheme_and_host() -> None:
         (b"forwarded", b'for=1.2.3.4;proto=http, for=5.6.7.8;proto=https;host="gw.test:8443"'),
     ]
     assert forwarded_scheme_host(headers) == (True, "gw.test:8443")
+
+
+@pytest.mark.parametrize(
+    ("address", "parsed"),
+    [
+        ("127.0.0.1:8080", ("127.0.0.1", 8080)),
+        ("[::1]:0", ("::1", 0)),
+        ("localhost:80", ("localhost", 80)),
+    ],
+)
+def test_parse_listen(address: str, parsed: tuple[str, int]) -> None:
+    assert parse_listen(address) == parsed
+    assert str(parse_listen(address)) == address
+
+
+@pytest.mark.parametrize(
+    "address", ["8080", ":8080", "[::1:80", "host:65536", "host:-1", "ho st:80", "[]:80"]
+)
+def test_parse_listen_refuses(address: str) -> None:
+    with pytest.raises(ValueError, match=r"host|port|\["):
+        parse_listen(address)
+
+
+def test_listen_address_prints_ipv6_in_brackets() -> None:
+    assert str(ListenAddress("::1", 0)) == "[::1]:0"
+    assert str(ListenAddress("0.0.0.0", 80)) == "0.0.0.0:80"

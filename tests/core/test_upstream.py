@@ -1,10 +1,11 @@
-"""Upstream URLs and the longest-prefix proxy route table (gateway/core/upstream.py)."""
+"""Upstream URLs, the auth URL and the longest-prefix proxy route table
+(gateway/core/upstream.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from gateway.core.upstream import ProxyRoutes, Upstream, parse_upstream, prefix_matches
+from gateway.core.upstream import AuthURL, ProxyRoutes, Upstream, parse_upstream, prefix_matches
 
 
 @pytest.mark.parametrize(
@@ -72,3 +73,39 @@ def test_the_longest_prefix_wins_then_the_default(path: str, expected: Upstream)
 
 def test_no_default_means_no_match() -> None:
     assert ProxyRoutes([("/api", A)], None).match("/other") is None
+
+
+def test_auth_url_parses_host_port_and_target() -> None:
+    url = AuthURL.parse("http://127.0.0.1:9000/api/whoami?x=1")
+    assert (url.host, url.port, url.target, url.host_header) == (
+        "127.0.0.1",
+        9000,
+        "/api/whoami?x=1",
+        "127.0.0.1:9000",
+    )
+    assert AuthURL.parse("http://legacy").port == 80
+    assert AuthURL.parse("http://legacy").target == "/"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://legacy/whoami",
+        "/api/whoami",
+        "legacy:9000/whoami",
+        "http:///whoami",
+        "http://user:pw@legacy/whoami",
+        "http://legacy:99999/whoami",
+        "http://legacy/who ami",
+        "http://legacy/whoami#frag",
+    ],
+)
+def test_auth_url_refuses_what_the_client_cannot_do(url: str) -> None:
+    with pytest.raises(ValueError):  # noqa: PT011
+        AuthURL.parse(url)
+
+
+def test_auth_url_brackets_ipv6_and_keeps_the_authority_as_written() -> None:
+    url = AuthURL.parse("http://[::1]:8081/who")
+    assert url.upstream == Upstream("::1", 8081)
+    assert url.host_header == "[::1]:8081"

@@ -40,6 +40,7 @@ import trio_websocket
 
 from gateway.app import App, build
 from gateway.config.load import parse
+from gateway.core.address import ListenAddress
 from gateway.server import open_listeners, serve
 
 REPO = Path(__file__).resolve().parents[2]
@@ -194,7 +195,7 @@ async def serve_with_shutdown(
     """Run a gateway (``config_data(changes)``) in ``nursery``; the caller holds the
     shutdown event (``start_gateway`` sets it when its block ends)."""
     app = build(parse(config_data(changes), base_dir=REPO), environ=environ or {})
-    listeners = await open_listeners(["127.0.0.1:0"])
+    listeners = await open_listeners([ListenAddress("127.0.0.1", 0)])
     shutdown = trio.Event()
     stopped = trio.Event()
 

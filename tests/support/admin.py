@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import App, build
 from gateway.config.load import parse
+from gateway.core.address import ListenAddress
 from gateway.server import open_listeners, serve
 from tests.integration.conftest import REPO, STOP_TIMEOUT, TIMEOUT, Running, config_data
 
@@ -104,8 +105,8 @@ async def admin_gateway(
     """An in-process gateway (``config_data(changes)`` with ``[admin]``) and its admin
     listener, both on ports the OS picked."""
     app = build(parse(config_data({**ADMIN, **(changes or {})}), base_dir=REPO), environ={})
-    listeners = await open_listeners(["127.0.0.1:0"])
-    admin_listeners = await open_listeners(["127.0.0.1:0"])
+    listeners = await open_listeners([ListenAddress("127.0.0.1", 0)])
+    admin_listeners = await open_listeners([ListenAddress("127.0.0.1", 0)])
     admin_url = f"http://127.0.0.1:{admin_listeners[0].socket.getsockname()[1]}"
     shutdown = trio.Event()
     stopped = trio.Event()

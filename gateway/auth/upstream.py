@@ -22,9 +22,11 @@ The price of a cache: a logout (or a revoked session) still opens new WebSockets
 ``auth_cache_ttl`` seconds, and a site that keeps the same session cookie across login sees
 its just-logged-in users refused for up to as long.
 
-The HTTP client is deliberately minimal: one h11 request per connection (``Connection:
-close``), ``http://`` only, the response head bounded by :data:`MAX_HEAD` and the body (read
-only when the header is absent) by :data:`MAX_BODY`.
+The HTTP client is the proxy's (:mod:`gateway.proxy.client`: h11, the response head bounded
+to 16 KiB, its failures one :class:`~gateway.errors.UpstreamError`), one request per
+connection (``Connection: close``), ``http://`` only; the body is read only when the header
+is absent, bounded by :data:`MAX_BODY`.  Failures of the auth service are logged at most
+:data:`LOG_BURST` times per :data:`LOG_INTERVAL` seconds: every client hits them.
 """
 
 from __future__ import annotations
@@ -35,7 +37,6 @@ import logging
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import h11
 import trio
@@ -43,15 +44,21 @@ import trio
 from gateway.api import UpgradeRequest
 from gateway.core.decisions import Reject
 from gateway.core.histogram import Histogram
-from gateway.log import safe
+from gateway.core.upstream import AuthURL
+from gateway.errors import UpstreamError
+from gateway.log import Limited, RateLimit, safe
+from gateway.proxy import client
 
 log = logging.getLogger("gateway.auth")
 
 TIMEOUT = 5.0  # seconds for connect + request + response
 CACHE_ENTRIES = 10_000
-MAX_HEAD = 16 * 1024
 MAX_BODY = 64 * 1024
 MAX_USER_CHARS = 256
+LOG_BURST = 10
+LOG_INTERVAL = 10.0
+
+_failures = Limited(log, {"auth": RateLimit(burst=LOG_BURST, interval=LOG_INTERVAL)})
 
 UNAVAILABLE = Reject(503, "authentication service unavailable")
 REFUSALS = {401: Reject(401, "authentication required"), 403: Reject(403, "forbidden")}
@@ -59,34 +66,6 @@ REFUSALS = {401: Reject(401, "authentication required"), 403: Reject(403, "forbi
 
 class AuthServiceError(Exception):
     """The auth service could not be asked, or its answer was not understood (→ 503)."""
-
-
-@dataclass(frozen=True)
-class AuthURL:
-    """A parsed ``auth_url``: where to connect and what to ask for."""
-
-    host: str
-    port: int
-    target: str  # path and query, origin-form
-    host_header: str
-
-    @classmethod
-    def parse(cls, url: str) -> AuthURL:
-        """Parse an absolute ``http://host[:port]/path[?query]`` URL; ``ValueError`` otherwise
-        (https, user info, fragments and relative URLs are refused)."""
-        try:
-            parts = urlsplit(url)
-            port = parts.port
-        except ValueError as exc:
-            raise ValueError(f"not a valid URL: {exc}") from None
-        if parts.scheme != "http":
-            raise ValueError(f"must be an absolute http:// URL, got {url!r}")
-        if not parts.hostname or parts.username is not None or parts.password is not None:
-            raise ValueError(f"needs a host and no user info, got {url!r}")
-        if parts.fragment or any(c in url for c in " \r\n\t"):
-            raise ValueError(f"must not contain a fragment or whitespace, got {url!r}")
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        return cls(parts.hostname, port or 80, target, parts.netloc)
 
 
 @dataclass(frozen=True)
@@ -179,58 +158,56 @@ def forwarded_headers(
     return headers
 
 
-async def fetch(url: AuthURL, headers: list[tuple[bytes, bytes]], user_header: str) -> Answer:
+async def fetch(
+    url: AuthURL, headers: list[tuple[bytes, bytes]], user_header: str, timeout: float = TIMEOUT
+) -> Answer:
     """One GET to the auth service; :class:`AuthServiceError` on any transport or parse
-    failure.  The caller bounds the time."""
+    failure.  ``timeout`` bounds the connect and each read; the caller bounds the whole."""
     try:
-        stream = await trio.open_tcp_stream(url.host, url.port)
-    except OSError as exc:
+        upstream = await client.connect(url.upstream, connect_timeout=timeout, read_timeout=timeout)
+    except UpstreamError as exc:
         raise AuthServiceError(f"cannot connect: {exc}") from None
-    async with stream:
-        conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
+    try:
         request = h11.Request(method="GET", target=url.target, headers=headers)
-        try:
-            await stream.send_all(conn.send(request) + conn.send(h11.EndOfMessage()))
-            response = await _next_event(stream, conn)
-            if not isinstance(response, h11.Response):
-                raise AuthServiceError(f"unexpected {type(response).__name__} instead of a head")
-            if not 200 <= response.status_code < 300:
-                return Answer(response.status_code, None)
-            user = user_from(list(response.headers), None, user_header)
-            if user is None:
-                user = user_from([], await _body(stream, conn), user_header)
-            return Answer(response.status_code, user)
-        except (OSError, trio.BrokenResourceError, h11.ProtocolError) as exc:
-            raise AuthServiceError(f"{type(exc).__name__}: {exc}") from None
+        await upstream.send(request, h11.EndOfMessage())
+        response = await _head(upstream)
+        if not 200 <= response.status_code < 300:
+            return Answer(response.status_code, None)
+        user = user_from(list(response.headers), None, user_header)
+        if user is None:
+            user = user_from([], await _body(upstream), user_header)
+        return Answer(response.status_code, user)
+    except UpstreamError as exc:
+        raise AuthServiceError(str(exc)) from None
+    finally:
+        await upstream.aclose()
 
 
-async def _next_event(stream: trio.abc.Stream, conn: h11.Connection) -> h11.Event:
+async def _head(upstream: client.UpstreamConnection) -> h11.Response:
     while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            conn.receive_data(bytes(await stream.receive_some(MAX_HEAD)))
-        elif event is h11.PAUSED:
-            raise AuthServiceError("the auth service sent more than one response")
-        elif isinstance(event, h11.Event) and not isinstance(event, h11.InformationalResponse):
-            return event  # (a 1xx is skipped: the real answer follows)
+        event = await upstream.next_event()
+        if isinstance(event, h11.Response):
+            return event
+        if not isinstance(event, h11.InformationalResponse):  # a 1xx: the answer follows
+            raise AuthServiceError(f"unexpected {type(event).__name__} instead of a head")
 
 
-async def _body(stream: trio.abc.Stream, conn: h11.Connection) -> bytes:
+async def _body(upstream: client.UpstreamConnection) -> bytes:
     body = bytearray()
     while True:
-        event = await _next_event(stream, conn)
+        event = await upstream.next_event()
         if isinstance(event, h11.Data):
             body += event.data
             if len(body) > MAX_BODY:
                 raise AuthServiceError(f"response body over {MAX_BODY} bytes")
-        elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+        elif isinstance(event, h11.EndOfMessage):
             return bytes(body)
         else:
             raise AuthServiceError(f"unexpected {type(event).__name__} in the body")
 
 
 class UpstreamAuthenticator:
-    """An async authenticator (see :mod:`gateway.auth`) asking ``auth_url`` at each upgrade.
+    """An async authenticator (see :mod:`gateway.auth`) asking ``url`` at each upgrade.
 
     Returns the user name (``str``) or a :class:`Reject` (401/403 as the service said, 503
     when it failed); never ``None``.
@@ -238,7 +215,7 @@ class UpstreamAuthenticator:
 
     def __init__(
         self,
-        url: str,
+        url: AuthURL,
         *,
         user_header: str = "X-User",
         cache_ttl: float = 0.0,
@@ -246,13 +223,12 @@ class UpstreamAuthenticator:
         timeout: float = TIMEOUT,
         clock: Callable[[], float] = trio.current_time,
     ) -> None:
-        self.url = AuthURL.parse(url)
+        self.url = url
         self.user_header = user_header
         self.proto = proto
         self.timeout = timeout
         self.cache = TTLCache(cache_ttl)
         self.clock = clock
-        self.last_rejection: str | None = None  # for the handshake log line
         # For metrics: verdicts ("accepted", "401", "403", "unavailable"), answers taken from
         # the cache, and how long the auth service took to answer (cache hits excluded).
         self.outcomes: Counter[str] = Counter()
@@ -271,8 +247,9 @@ class UpstreamAuthenticator:
             except AuthServiceError as exc:
                 self.latency.observe(trio.current_time() - started)
                 self.outcomes["unavailable"] += 1
-                self.last_rejection = str(exc)
-                log.warning(
+                _failures.log(
+                    "auth",
+                    logging.WARNING,
                     "auth service %s failed for %s: %s",
                     self.url.host_header,
                     request.remote,
@@ -287,7 +264,7 @@ class UpstreamAuthenticator:
     async def _ask(self, request: UpgradeRequest) -> Answer:
         headers = forwarded_headers(request, self.url, self.proto)
         with trio.move_on_after(self.timeout):
-            answer = await fetch(self.url, headers, self.user_header)
+            answer = await fetch(self.url, headers, self.user_header, self.timeout)
             if 200 <= answer.status < 300 and answer.user is None:
                 raise AuthServiceError(f"{answer.status} without {self.user_header} or a user")
             if not (200 <= answer.status < 300 or answer.status in REFUSALS):
@@ -298,5 +275,4 @@ class UpstreamAuthenticator:
     def _verdict(self, answer: Answer) -> str | Reject:
         if answer.user is not None:
             return answer.user
-        self.last_rejection = f"auth service answered {answer.status}"
         return REFUSALS[answer.status]
