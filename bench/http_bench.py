@@ -295,6 +295,7 @@ class Run:
     count: float  # requests, or bytes
     others: float  # % of a core used by everything else on the machine
     rss: float = 0.0  # peak RSS in MiB during the run (transfers)
+    rss_before: float = 0.0  # RSS in MiB when the transfer started
 
     @property
     def us_per_request(self) -> float:
@@ -334,9 +335,9 @@ def reset_peak_rss(pid: int) -> None:
     Path(f"/proc/{pid}/clear_refs").write_text("5")
 
 
-def peak_rss(pid: int) -> float:
+def peak_rss(pid: int, field: str = "VmHWM") -> float:
     status = Path(f"/proc/{pid}/status").read_text()
-    match = re.search(r"VmHWM:\s+(\d+) kB", status)
+    match = re.search(field + r":\s+(\d+) kB", status)
     return int(match.group(1)) / 1024 if match else 0.0
 
 
@@ -347,6 +348,7 @@ def curl(server: Server, url: str, upload: Path | None, helpers: list[Server]) -
     argv.append(url)
     for pid in server.pids():
         reset_peak_rss(pid)
+    rss_before = max(peak_rss(p, "VmRSS") for p in server.pids())
     t0 = time.monotonic()
     with accounting(server, helpers) as acc:
         out = subprocess.run(pinned(1, argv), capture_output=True, text=True, timeout=300)
@@ -358,7 +360,7 @@ def curl(server: Server, url: str, upload: Path | None, helpers: list[Server]) -
     if moved < BIG_SIZE:
         raise SystemExit(f"{server.name}: {url} moved {moved:.0f} bytes, not {BIG_SIZE}")
     rss = max(peak_rss(p) for p in server.pids())
-    return Run(moved / wall / 1e6, acc["cpu"], moved, acc["others"], rss)
+    return Run(moved / wall / 1e6, acc["cpu"], moved, acc["others"], rss, rss_before)
 
 
 # --------------------------------------------------------------------------- the run
@@ -556,9 +558,6 @@ def report(
     hits: dict[str, list[int]],
     load: float,
 ) -> None:
-    def median(runs: list[Run], key: Callable[[Run], float]) -> float:
-        return statistics.median(key(r) for r in runs)
-
     others = [r.others for runs in results.values() for r in runs]
     busy = statistics.median(others) if others else 0.0
     print(
@@ -567,7 +566,29 @@ def report(
         f"others' CPU median {busy:.0f}% of a core"
         + ("  ** PROVISIONAL: busy machine **" if busy > 20 else "")
     )
-    print()
+    wrk_jobs = [j for j in jobs if j.kind == "wrk"]
+    if wrk_jobs:
+        print()
+        print_requests(wrk_jobs, results)
+    transfers = [j for j in jobs if j.kind != "wrk"]
+    if transfers:
+        print()
+        print_transfers(transfers, results)
+    if any(opened + reused for opened, reused in hits.values()):
+        print()
+        for tree, (opened, reused) in hits.items():
+            rate = reused / max(opened + reused, 1)
+            print(
+                f"pool hit rate, proxy job, gateway ({tree}): {rate:.2%} "
+                f"({reused:,} reused of {opened + reused:,} leases)"
+            )
+
+
+def median(runs: list[Run], key: Callable[[Run], float]) -> float:
+    return statistics.median(key(r) for r in runs)
+
+
+def print_requests(jobs: list[Job], results: dict[tuple[str, str], list[Run]]) -> None:
     print(
         f"| {'job':33} | {'server':24} | {'CPU µs/req':>10} | {'req/s':>8} "
         f"| {'CPU x peer':>10} | {'req/s x peer':>12} |"
@@ -583,32 +604,25 @@ def report(
                 f"| {job.label:33} | {server.name:24} | {cpu:10.1f} | {rate:8,.0f} "
                 f"| {cpu / p_cpu:9.2f}x | {rate / p_rate:11.2f}x |"
             )
-    transfers = [j for j in jobs if j.kind != "wrk"]
-    if transfers:
-        print()
-        print(
-            f"| {'job':33} | {'server':24} | {'MB/s':>8} | {'x peer':>7} "
-            f"| {'CPU s':>6} | {'peak RSS MiB':>12} |"
-        )
-        print(f"|{'-' * 35}|{'-' * 26}|{'-' * 10}|{'-' * 9}|{'-' * 8}|{'-' * 14}|")
-        for job in transfers:
-            peer = results[(job.name, job.servers[0][0].name)]
-            p_rate = median(peer, lambda r: r.rate)
-            for server, _ in job.servers:
-                runs = results[(job.name, server.name)]
-                rate = median(runs, lambda r: r.rate)
-                print(
-                    f"| {job.label:33} | {server.name:24} | {rate:8,.0f} | {rate / p_rate:6.2f}x "
-                    f"| {median(runs, lambda r: r.cpu):6.2f} "
-                    f"| {max(r.rss for r in runs):12.1f} |"
-                )
-    if any(opened + reused for opened, reused in hits.values()):
-        print()
-        for tree, (opened, reused) in hits.items():
-            rate = reused / max(opened + reused, 1)
+
+
+def print_transfers(jobs: list[Job], results: dict[tuple[str, str], list[Run]]) -> None:
+    print(
+        f"| {'job':33} | {'server':24} | {'MB/s':>8} | {'x peer':>7} "
+        f"| {'CPU s':>6} | {'RSS MiB: before, peak':>21} |"
+    )
+    print(f"|{'-' * 35}|{'-' * 26}|{'-' * 10}|{'-' * 9}|{'-' * 8}|{'-' * 23}|")
+    for job in jobs:
+        peer = results[(job.name, job.servers[0][0].name)]
+        p_rate = median(peer, lambda r: r.rate)
+        for server, _ in job.servers:
+            runs = results[(job.name, server.name)]
+            rate = median(runs, lambda r: r.rate)
             print(
-                f"pool hit rate, proxy job, gateway ({tree}): {rate:.2%} "
-                f"({reused:,} reused of {opened + reused:,} leases)"
+                f"| {job.label:33} | {server.name:24} | {rate:8,.0f} | {rate / p_rate:6.2f}x "
+                f"| {median(runs, lambda r: r.cpu):6.2f} "
+                f"| {min(r.rss_before for r in runs):10.1f}, "
+                f"{max(r.rss for r in runs):9.1f} |"
             )
 
 

@@ -95,6 +95,7 @@ class HTTPConnection:
         self._answered = False
         self._keep_alive = True  # the current request allows another after it
         self._served = 0  # requests read on this connection
+        self._peer_text: str | None = None  # the client's address as text, for the proxy
         self._client_side: forward.ClientSide | None = None  # the proxy's, for this request
         self._accepted_at = trio.current_time()
         self._request_started_at = self._accepted_at  # the current request's first byte
@@ -501,7 +502,9 @@ class HTTPConnection:
             await self._send_simple(limited)
             self.app.stats.http[PROXY, limited.status] += 1
             return True
-        peer = None if self.remote is None else str(self.remote.address)
+        peer = self._peer_text
+        if peer is None and self.remote is not None:
+            peer = self._peer_text = str(self.remote.address)  # once per connection
         client = forward.ClientSide(
             self.stream,
             self.conn,

@@ -134,11 +134,17 @@ async def forward(
     try:
         outgoing = _outgoing(client, request, request_fields, decision, runtime, buffered)
         started = trio.current_time()  # the upstream's latency includes connecting to it
-        async with runtime.pools[decision.upstream].lease() as up:
+        pool = runtime.pools[decision.upstream]
+        up = await pool.acquire()
+        completed = False
+        try:
             exchange = _Exchange(client, up, config, buffered, started)
             await exchange.start(outgoing)
             await exchange.run()
+            completed = True
             return exchange.body_done and not exchange.close_client
+        finally:
+            await pool.release(up, completed=completed)  # pool.py's rules decide its reuse
     finally:
         if buffered is not None:
             await buffered.aclose()

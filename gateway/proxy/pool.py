@@ -60,15 +60,23 @@ class UpstreamPool:
     @asynccontextmanager
     async def lease(self) -> AsyncIterator[UpstreamConnection]:
         """A connection for one exchange; see the module docstring for what happens after."""
-        conn = await self._acquire()
+        conn = await self.acquire()
         completed = False
         try:
             yield conn
             completed = True
         finally:
-            if not completed:
-                conn.broken = True  # an error or cancellation: never reuse
-            await self._release(conn)
+            await self.release(conn, completed=completed)
+
+    async def acquire(self) -> UpstreamConnection:
+        """As :meth:`lease` without the context manager (the proxy's hot path): the caller
+        must :meth:`release` it in a ``finally``, ``completed=False`` on any exception."""
+        return await self._acquire()
+
+    async def release(self, conn: UpstreamConnection, *, completed: bool) -> None:
+        if not completed:
+            conn.broken = True  # an error or cancellation: never reuse
+        await self._release(conn)
 
     async def _acquire(self) -> UpstreamConnection:
         while self.idle:
