@@ -20,7 +20,7 @@ import logging
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import Protocol
 
 from gateway.broker.subscriptions import Route
 from gateway.config.schema import MountConfig, WebSocketConfig
@@ -108,7 +108,6 @@ class Mount:
         self._clients: set[WebSocketConnection] = set()
         self._groups: dict[str, Group] = {}
         self.reserved = 0  # admitted handshakes not yet registered
-        self.plugin: Any = None  # the Plugin instance (class plugins) or the function
         self.cluster: Cluster | None = None  # the broker, with [broker]
         self.route = Route("m", self.name)
         self._users: dict[str, set[WebSocketConnection]] = {}  # authenticated sessions

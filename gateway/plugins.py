@@ -79,12 +79,10 @@ def load(mount: Mount) -> LoadedPlugin:
                 f"{where}.use", f"{obj.__name__}() failed: {type(exc).__name__}: {exc}"
             ) from exc
         check_path_params(mount, instance.path_params)
-        mount.plugin = instance
         return LoadedPlugin(instance.handle, instance)
     if inspect.iscoroutinefunction(obj):
         build(NoOptions, config.options, f"{where}.options")  # any key is an error
         check_path_params(mount, getattr(obj, "path_params", ()))
-        mount.plugin = obj
         return LoadedPlugin(obj, None)
     raise PluginLoadError(
         f"{where}.use",

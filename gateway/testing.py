@@ -101,6 +101,12 @@ class TestGateway:
         """The run-time :class:`gateway.mount.Mount` (clients, groups) of mount ``name``."""
         return self.app.mounts[name].mount
 
+    def plugin(self, name: str = "test") -> Any:
+        """The plugin mounted as ``name``: its instance (a :class:`gateway.api.Plugin`) or
+        its handler function, as the gateway loaded it from the config."""
+        loaded = self.app.mounts[name].plugin
+        return loaded.instance if loaded.instance is not None else loaded.handler
+
     def sign_cookie(self, user: str) -> tuple[bytes, bytes]:
         """A ``Cookie`` header carrying a valid session cookie for ``user``."""
         assert self.app.keyring is not None, (

@@ -2,7 +2,7 @@
 
 Each one exercises one clause of the handler contract (:mod:`gateway.api`) or one admission
 step (authenticator, :meth:`Plugin.check`).  Class plugins record what happened on the
-instance, which a test reaches through ``gw.mount(NAME).plugin``.  The small helpers at the
+instance, which a test reaches through ``gw.plugin(NAME)``.  The small helpers at the
 end are shared by the tests.
 """
 

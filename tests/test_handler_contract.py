@@ -105,7 +105,7 @@ async def test_handler_exception_closes_with_1011_logs_session_id_and_spares_oth
 
 async def test_peer_closing_ends_the_handler_normally() -> None:
     async with serve(f"{FIX}:Recorder") as gw:
-        recorder = gw.mount().plugin
+        recorder = gw.plugin()
         assert isinstance(recorder, Recorder)
         async with gw.connect("/test") as ws:
             await ws.send_message("x")
@@ -125,7 +125,7 @@ async def test_peer_closing_ends_the_handler_normally() -> None:
 
 async def test_check_reject_refuses_before_any_handler_runs() -> None:
     async with serve(f"{FIX}:Gatekeeper", options={"reject_status": 403}) as gw:
-        gate = gw.mount().plugin
+        gate = gw.plugin()
         assert isinstance(gate, Gatekeeper)
         rejection = await refused(gw, "/test?who=me")
         assert rejection.status_code == 403
@@ -148,7 +148,7 @@ async def test_check_reject_with_another_status() -> None:
     async with serve(f"{FIX}:Gatekeeper", options={"reject_status": 429}) as gw:
         rejection = await refused(gw, "/test")
         assert rejection.status_code == 429
-        assert gw.mount().plugin.handled == 0
+        assert gw.plugin().handled == 0
 
 
 async def test_check_accept_adds_headers_to_the_101() -> None:
@@ -157,7 +157,7 @@ async def test_check_accept_adds_headers_to_the_101() -> None:
         assert await ws.get_message() == "welcome"
         # trio-websocket's client keeps the 101's non-handshake headers.
         assert (b"set-cookie", b"a=b") in ws.ws.handshake_headers
-        assert gw.mount().plugin.handled == 1
+        assert gw.plugin().handled == 1
 
 
 async def test_check_none_adds_no_headers() -> None:
@@ -251,7 +251,7 @@ async def test_async_authenticator() -> None:
 async def test_authentication_runs_before_check() -> None:
     websocket = {"auth": "required"}
     async with serve(f"{FIX}:Gatekeeper", websocket=websocket) as gw:
-        gate = gw.mount().plugin
+        gate = gw.plugin()
         rejection = await refused(gw, "/test")
         assert rejection.status_code == 401
         assert gate.checked == []  # refused before the veto was asked
@@ -341,7 +341,7 @@ async def test_an_async_check_is_awaited_and_sees_the_sessions_id() -> None:
     async with serve(f"{FIX}:AsyncGatekeeper", websocket=SUBPROTOCOLS) as gw:
         async with gw.connect("/test", subprotocols=("v1",)) as ws:
             data = await ws.receive_json()
-        (request,) = gw.mount().plugin.checked
+        (request,) = gw.plugin().checked
         assert request.id == data["id"]  # the same id before and after the 101
         assert request.subprotocols == ("v1",)
         assert request.subprotocol == "v1"  # the gateway's choice, which the 101 then carried
@@ -453,7 +453,7 @@ async def test_origin_is_checked_before_the_plugin_sees_the_request() -> None:
     async with serve(f"{FIX}:Gatekeeper") as gw:
         rejection = await refused(gw, "/test", headers={"Origin": "http://evil.test"})
         assert rejection.status_code == 403
-        assert gw.mount().plugin.checked == []
+        assert gw.plugin().checked == []
 
 
 # -- the mount: client set and broadcast -------------------------------------------------------
@@ -536,7 +536,7 @@ async def test_handshake_headers_reach_the_check() -> None:
     async with serve(f"{FIX}:Gatekeeper") as gw:
         async with gw.connect("/test", headers={"X-Trace": "abc"}) as ws:
             assert await ws.get_message() == "welcome"
-        request = gw.mount().plugin.checked[0]
+        request = gw.plugin().checked[0]
         assert request.header("X-Trace") == "abc"
         assert request.header("host") == "gateway.test"
         assert request.mount is gw.mount()  # the Mount, as session.mount

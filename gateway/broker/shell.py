@@ -125,7 +125,6 @@ class Broker:
         self._client: coredis.Redis[bytes] | None = None  # the publish connection, when up
         self.publishing = False
         self.subscribed = False
-        self._subscriber_up = trio.Event()  # set while the subscription connection is up
         self._counted: set[bytes] = set()  # count keys holding this node's field
         self._was_up: dict[str, bool] = {}
         self._attempted = {"publish": trio.Event(), "subscription": trio.Event()}
@@ -216,7 +215,6 @@ class Broker:
                         self._counted.discard(key)
                     if isinstance(total, int):
                         return total
-        self.stats["count_fallback"] += 1
         return local
 
     async def wait_subscribed(self, timeout: float) -> bool:
@@ -450,8 +448,7 @@ class Broker:
             return
         route = self.subscriptions.route(channel)
         if route is None or self._local is None:
-            self.stats["received_unrouted"] += 1  # arrived while its UNSUBSCRIBE was in flight
-            return
+            return  # arrived while its UNSUBSCRIBE was in flight
         try:
             env = envelope.decode(data, self._limits.get(route.mount, 0))
         except envelope.Invalid as exc:

@@ -6,7 +6,7 @@ them as data is what lets the whole decision table be tested without a socket.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from gateway.core.upstream import Upstream
 
@@ -146,7 +146,6 @@ class Upgrade:
     handshake: HandshakeInfo
     path: str
     query: str = ""
-    cookies: tuple[str, ...] = field(default=())
 
 
 Decision = Reject | Health | Static | Proxy | Destroy | Upgrade

@@ -217,5 +217,4 @@ def _upgrade(
     )
     if denied is not None:
         return denied
-    cookies = tuple(hdr.text(v) for v in hdr.values(request.headers, b"cookie"))
-    return Upgrade(mount, match.params, info, path, query, cookies)
+    return Upgrade(mount, match.params, info, path, query)

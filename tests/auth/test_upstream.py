@@ -12,7 +12,7 @@ import h11
 import pytest
 import trio
 
-from gateway.api import Address, UpgradeRequest
+from gateway.api import Address
 from gateway.auth import authenticate
 from gateway.auth.upstream import (
     Answer,
@@ -26,29 +26,7 @@ from gateway.config.load import parse
 from gateway.core.decisions import Reject
 from gateway.core.upstream import AuthURL
 from gateway.errors import ConfigError
-from gateway.mount import Mount
-
-MOUNT = Mount(
-    parse({"plugins": {"live": {"path": "/live", "use": "plugins.echo:echo"}}}).plugins[0]
-)
-
-
-CLIENT = Address("10.0.0.7", 5555)
-
-
-def upgrade_request(*headers: tuple[str, str], remote: Address | None = CLIENT) -> UpgradeRequest:
-    return UpgradeRequest(
-        id="0123456789ab",
-        mount=MOUNT,
-        path="/live",
-        params={},
-        query="",
-        headers=(("host", "gateway.test"), *headers),
-        origin=None,
-        remote=remote,
-        subprotocols=(),
-    )
-
+from tests.support.requests import upgrade_request
 
 # --------------------------------------------------------------------------- parsing
 

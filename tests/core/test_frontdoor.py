@@ -33,12 +33,11 @@ def test_upgrade_to_a_mount() -> None:
     assert (d.mount, d.path, d.query, d.params) == (ECHO, "/echo", "x=1", {})
 
 
-def test_upgrade_carries_route_params_and_cookies() -> None:
+def test_upgrade_carries_route_params() -> None:
     req = upgrade("/chat/lobby", Origin="https://app.example", Cookie="a=1")
     d = classify(req, policy())
     assert isinstance(d, Upgrade)
     assert d.params == {"room": "lobby"}
-    assert d.cookies == ("a=1",)
 
 
 def test_unknown_upgrade_path_is_destroyed() -> None:

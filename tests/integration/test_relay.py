@@ -153,7 +153,7 @@ async def test_a_negotiated_upstream_nobody_claims_is_closed_going_away(
     # handshake_timeout with 1001.
     settings = {"handshake_timeout": 0.3}
     async with serve(RELAY, "/relay", options={"url": legacy.ws_url}, websocket=settings) as gw:
-        relay = gw.mount().plugin
+        relay = gw.plugin()
         before = len(legacy.site.ws_closes)
         request = UpgradeRequest(
             id="0123456789ab",

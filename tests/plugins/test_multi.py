@@ -30,10 +30,11 @@ async def test_the_two_mounts_are_distinct_instances() -> None:
     async with foo_and_bar() as gw:
         foo, bar = gw.mount("foo"), gw.mount("bar")
         assert foo is not bar
-        assert foo.plugin is not bar.plugin
-        assert foo.plugin.options.label == "Foo server"
-        assert bar.plugin.options.label == "Bar server"
-        assert (foo.plugin.options.greet, bar.plugin.options.greet) == (True, False)
+        foo_plugin, bar_plugin = gw.plugin("foo"), gw.plugin("bar")
+        assert foo_plugin is not bar_plugin
+        assert foo_plugin.options.label == "Foo server"
+        assert bar_plugin.options.label == "Bar server"
+        assert (foo_plugin.options.greet, bar_plugin.options.greet) == (True, False)
 
 
 async def test_replies_carry_the_mount_and_label() -> None:
