@@ -1,8 +1,8 @@
 """``/broadcast``: every message a client sends goes to every client of the mount.
 
-The fan-out benchmark's room (../shared/bench's loadgen ``fanout`` scenario), and the smallest
-example of :meth:`gateway.mount.Mount.broadcast`: the frame is encoded once and only queued on
-each connection, so a slow subscriber never delays the others.
+The fan-out benchmark's room (the load generator's ``fanout`` scenario, bench/README.md), and
+the smallest example of :meth:`gateway.mount.Mount.broadcast`: the frame is encoded once and
+only queued on each connection, so a slow subscriber never delays the others.
 """
 
 from __future__ import annotations

@@ -54,7 +54,8 @@ from gateway.core.upstream import ProxyRoutes
 @dataclass(frozen=True)
 class HeadLimits:
     """Bounds on a request head, checked after parsing: h11 only bounds an *incomplete* head,
-    so a large head that arrives in one read would otherwise pass (../LIMITS.md)."""
+    so a large head that arrives in one read would otherwise pass: a client could send
+    megabytes of headers in one packet."""
 
     max_request_line: int = 8 * 1024
     max_header_line: int = 8 * 1024

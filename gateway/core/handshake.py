@@ -1,8 +1,10 @@
 """RFC 6455 §4.2.1: is this request a valid WebSocket opening handshake?
 
 ``validate(request)`` returns what the handshake carries (:class:`HandshakeInfo`) or the
-:class:`Reject` to send.  wsproto accepts keys that are not 16 bytes of base64 and HTTP/1.0
-upgrades (../LIMITS.md); the gateway refuses both here, before any plugin code runs.
+:class:`Reject` to send.  Some servers (wsproto among them) accept a ``Sec-WebSocket-Key`` that
+is not 16 bytes of base64 (§4.1: "a randomly selected 16-byte value ... base64-encoded") and an
+HTTP/1.0 upgrade (§4.1: "HTTP/1.1 or higher"); the gateway refuses both here, before any plugin
+code runs.
 """
 
 from __future__ import annotations
