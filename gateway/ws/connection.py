@@ -582,6 +582,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
             self._proto.release_pings()  # (a ping registered after reading stopped)
             return
         reader.stream_closed = True
+        reader.closing()
         self._out.closed = True
         reader.lost()  # 1006 if no Close was exchanged (e.g. serve() was cancelled)
         with trio.CancelScope(shield=True):

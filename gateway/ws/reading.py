@@ -27,6 +27,8 @@ import trio
 from gateway.ws.attendant import Timed, call_at
 from gateway.ws.inbox import Inbox
 from gateway.ws.protocol import Protocol
+from gateway.ws.readiness import AVAILABLE as OWN_WATCH
+from gateway.ws.readiness import readiness
 from gateway.ws.waiting import Waiters
 
 RECEIVE_SIZE = 65536
@@ -81,6 +83,7 @@ class Reader:
         "_finished_waiters",
         "_inbox",
         "_owner",
+        "_parked_fd",
         "_proto",
         "_scope",
         "_sock",
@@ -90,6 +93,7 @@ class Reader:
         "serving",
         "stream_closed",
         "wanted",
+        "watched",
     )
 
     def __init__(
@@ -110,6 +114,8 @@ class Reader:
         self.wanted = 0  # tasks waiting for something only reading brings (pong, Close)
         self._episode = 0  # counts the handler's returns from reading (see left_reading)
         self._attend_at: float | None = None  # the attendant's pending check, if any
+        self.watched = False  # the socket is in the readiness watcher's epoll set
+        self._parked_fd = -1  # the descriptor a task of ours is parked on, if any
         self._attend_episode = 0
 
     @property
@@ -169,7 +175,18 @@ class Reader:
                         if not waited:
                             await trio.lowlevel.cancel_shielded_checkpoint()
                         break
-                    await trio.lowlevel.wait_readable(fd)
+                    if OWN_WATCH:
+                        # The short wait (gateway.ws.readiness): ~1 KiB less per idle
+                        # connection than trio's wait_readable chain.
+                        readiness().park(fd, trio.lowlevel.current_task(), self.watched)
+                        self.watched = True
+                        self._parked_fd = fd
+                        try:
+                            await trio.lowlevel.wait_task_rescheduled(self._abort_wait)
+                        finally:
+                            self._parked_fd = -1
+                    else:
+                        await trio.lowlevel.wait_readable(fd)
                     waited = True
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             data = b""
@@ -188,6 +205,16 @@ class Reader:
             self.consume(data)
         else:
             self.lost()  # EOF without a Close frame: 1006 (§7.1.5)
+
+    def _abort_wait(self, _: object) -> trio.lowlevel.Abort:
+        readiness().unpark(self._parked_fd)
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    def closing(self) -> None:
+        """The connection is closing the socket: a task of ours parked on it wakes (and
+        finds the stream closed), as trio's ``notify_closing`` wakes its own waits."""
+        if self._parked_fd >= 0:
+            readiness().wake(self._parked_fd)
 
     async def read_until_finished(self) -> None:
         """Read (or let whoever reads go on) until reading is over."""

@@ -5,6 +5,7 @@ kernel buffers so that writes are partial and reads come in pieces."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -16,6 +17,8 @@ from trio_websocket import ConnectionClosed
 from wsproto.events import BytesMessage, Ping, Pong, TextMessage
 
 from gateway.ws.connection import Limits, WebSocketConnection
+from gateway.ws.readiness import AVAILABLE as OWN_WATCH
+from gateway.ws.readiness import readiness
 from tests.tasks import WRITER, helper_tasks
 from tests.ws.peer import Peer, masked_frame
 
@@ -304,3 +307,59 @@ async def test_invalid_utf8_in_one_frame_arriving_in_pieces_fails_at_the_bad_pie
         await peer.raw(frame[2000:3020])  # now carries the surrogate, the frame is unfinished
         event = await peer.close_event()
         assert event.code == 1007
+
+
+# -- the readiness watcher (gateway.ws.readiness): idle handlers park on one epoll set --------
+
+
+@pytest.mark.skipif(not OWN_WATCH, reason="needs epoll")
+async def test_an_idle_handler_parks_on_the_readiness_watcher() -> None:
+    async with over_a_socket(echo) as (_, peer):
+        with trio.fail_after(10):
+            for text in ("a", "b"):
+                await trio.testing.wait_all_tasks_blocked()
+                assert len(readiness()) == 1  # the handler, parked on its socket
+                await peer.send(TextMessage(text))
+                assert await peer.message() == text
+    await trio.testing.wait_all_tasks_blocked()
+    assert len(readiness()) == 0  # nothing left parked once the connection is gone
+
+
+@pytest.mark.skipif(not OWN_WATCH, reason="needs epoll")
+async def test_closing_the_stream_wakes_a_handler_parked_on_it() -> None:
+    # A silent peer: close_nowait's Close is never answered, so after close_timeout the
+    # connection drops the stream, which must wake the handler parked in get_message.
+    ended: list[str] = []
+    done = trio.Event()
+
+    async def reader(ws: WebSocketConnection) -> None:
+        try:
+            await ws.get_message()
+        except ConnectionClosed:
+            ended.append("closed")
+        done.set()
+
+    async with over_a_socket(reader, Limits(close_timeout=0.3)) as (ws, peer):
+        with trio.fail_after(10):
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(readiness()) == 1
+            ws.close_nowait(1001, "going away")
+            assert (await peer.close_event()).code == 1001  # ...and never answered
+            assert await peer.read_to_eof(timeout=5) == b""
+            await done.wait()
+    assert ended == ["closed"]
+    assert len(readiness()) == 0
+
+
+@pytest.mark.skipif(not OWN_WATCH, reason="needs epoll")
+async def test_a_cancelled_wait_leaves_nothing_parked() -> None:
+    a, b = trio.socket.socketpair()
+    ws = WebSocketConnection(trio.SocketStream(a), path="/t")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ws.serve, functools.partial(echo, ws))
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(readiness()) == 1
+        nursery.cancel_scope.cancel()
+    assert len(readiness()) == 0
+    assert ws.closed is not None and ws.closed.code == 1006
+    b.close()
