@@ -12,7 +12,7 @@ import pytest
 from playwright.sync_api import BrowserContext, expect
 
 from tests.browser.conftest import REPO, STARTUP_DEADLINE, Gateway
-from tests.browser.test_pages import open_chat, say, unique
+from tests.support.pages import open_chat, say, unique
 from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.browser

@@ -12,16 +12,16 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.conftest import TIMEOUT, GatewayProcess
-from tests.integration.test_workers import (
-    _until_started,
+from tests.support.admin import value
+from tests.support.redis_server import RedisServer, redis_server  # noqa: F401
+from tests.support.workers import (
     run,
     sessions_on,
     started,
     supervised,
+    until_started,
     workers_config,
 )
-from tests.support.admin import value
-from tests.support.redis_server import RedisServer, redis_server  # noqa: F401
 
 ADMIN_LINE = re.compile(r"admin on (http://\S+)")
 
@@ -47,7 +47,7 @@ def scrape(url: str) -> str:
 def test_a_scrape_shows_each_worker(tmp_path: Path, redis_server: RedisServer) -> None:  # noqa: F811
     config = workers_config(tmp_path, redis_server, {"admin.listen": "127.0.0.1:0"})
     with supervised(config) as process:
-        run(lambda: _until_started(process, 2))
+        run(lambda: until_started(process, 2))
         worker_of = {pid: index for index, pid in started(process)}
         url = admin_url(process)
 

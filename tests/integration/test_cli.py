@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import http.client
-import os
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,31 +15,13 @@ from websockets.exceptions import ConnectionClosed
 
 from gateway.core import cookies
 from tests.integration.conftest import (
-    REPO,
     TEST_SECRET,
     TIMEOUT,
     GatewayProcess,
     config_data,
     write_config,
 )
-
-CLI_TIMEOUT = 30.0  # seconds for one short-lived CLI run
-EXIT_CONFIG = 2
-
-
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if k != "GATEWAY_SECRET"}
-    environ.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", *args],
-        cwd=REPO,
-        env=environ,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT,
-        check=False,
-    )
+from tests.support.cli import EXIT_CONFIG, cli
 
 
 def test_check_accepts_the_shipped_config() -> None:

@@ -23,8 +23,7 @@ from tests.integration.conftest import (
     request,
     upgrade_headers,
 )
-from tests.integration.test_malformed_frames import close_code, open_echo
-from tests.integration.test_malformed_http import rest_until_closed
+from tests.support.raw_ws import close_code, open_echo, rest_until_closed
 from tests.tasks import helper_tasks
 
 OP_PING, OP_PONG = 0x9, 0xA

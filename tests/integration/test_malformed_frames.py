@@ -8,8 +8,7 @@ server must answer with a Close frame carrying the corpus's code and then close 
 from __future__ import annotations
 
 import struct
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 
 import pytest
 import trio
@@ -21,48 +20,17 @@ from tests.integration.conftest import (
     TIMEOUT,
     RawClient,
     Running,
-    expected_accept,
     masked_frame,
-    new_key,
-    raw_connection,
-    request,
-    upgrade_headers,
     wait_until,
 )
-from tests.integration.test_malformed_http import MODES, Mode, errors, rest_until_closed, send
+from tests.support.raw_ws import MODES, Mode, close_code, errors, open_echo, rest_until_closed, send
 from tests.support.ws_frames import CORPUS
-
-
-@asynccontextmanager
-async def open_echo(gw: Running) -> AsyncIterator[RawClient]:
-    """A raw WebSocket connection to ``/echo`` whose 101 has been checked."""
-    key = new_key()
-    async with raw_connection(gw) as client:
-        await client.send(request("GET", "/echo", upgrade_headers(key)))
-        response = await client.read_response()
-        assert response.status == 101, response
-        assert (response.header("upgrade") or "").lower() == "websocket", response
-        assert "upgrade" in (response.header("connection") or "").lower(), response
-        assert response.header("sec-websocket-accept") == expected_accept(key), response
-        assert response.header("sec-websocket-extensions") is None, response
-        assert client.buffer == b"", "nothing may follow the 101 before we speak"
-        yield client
 
 
 async def echo(client: RawClient, opcode: int, payload: bytes) -> None:
     """One round trip: the echo plugin sends the message back, unmasked, in one frame."""
     await client.send(masked_frame(opcode, payload))
     assert await client.read_frame() == (opcode, True, payload)
-
-
-async def close_code(client: RawClient) -> int:
-    """The server's next frame must be a Close; its status code (the reason is UTF-8)."""
-    opcode, fin, payload = await client.read_frame()
-    assert (opcode, fin) == (OP_CLOSE, True), (opcode, fin, payload)
-    assert len(payload) >= 2, payload
-    payload[2:].decode("utf-8")
-    code: int = struct.unpack("!H", payload[:2])[0]
-    return code
 
 
 def _params() -> list[object]:

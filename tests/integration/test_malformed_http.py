@@ -13,7 +13,6 @@ h11's choice among the allowed ones (the "permitted" rows, with the section that
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -24,15 +23,13 @@ import trio
 from tests.integration.conftest import (
     TIMEOUT,
     GatewayFactory,
-    RawClient,
     expected_accept,
     raw_connection,
     request,
 )
+from tests.support.raw_ws import MODES, Mode, errors, rest_until_closed, send
 
 After = Literal["close", "open", "skip"]
-Mode = Literal["one write", "byte by byte"]
-MODES: tuple[Mode, ...] = ("one write", "byte by byte")
 CLOSING = frozenset({400, 408, 414, 431})  # framing errors: the connection cannot continue
 
 # A config whose head limits are reached with a few hundred bytes (the schema's minimums are
@@ -488,35 +485,6 @@ def test_the_corpus_is_large_and_names_are_unique() -> None:
 
 
 # --------------------------------------------------------------------------- the test
-
-
-async def send(client: RawClient, data: bytes, mode: Mode) -> None:
-    """Send ``data`` in one write or one byte per write.  The server may answer and close
-    before the last byte (a line that is already too long): then the rest cannot be sent."""
-    try:
-        if mode == "one write":
-            await client.send(data)
-        else:
-            for i in range(len(data)):
-                await client.send(data[i : i + 1])
-    except trio.BrokenResourceError:
-        pass
-
-
-async def rest_until_closed(client: RawClient) -> bytes:
-    """What the server still sends before it closes.  A reset counts as a close: when the
-    server closes with bytes of ours unread, the kernel sends RST instead of FIN."""
-    try:
-        return await client.read_until_eof()
-    except trio.BrokenResourceError:
-        rest = bytes(client.buffer)
-        client.buffer.clear()
-        return rest
-
-
-def errors(caplog: pytest.LogCaptureFixture) -> list[str]:
-    """What the gateway logged at ERROR or above (a traceback means it thinks it crashed)."""
-    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 @pytest.mark.parametrize(("case", "mode"), _params())

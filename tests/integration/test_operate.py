@@ -26,7 +26,7 @@ from tests.integration.conftest import (
     config_data,
     write_config,
 )
-from tests.integration.test_cli import EXIT_CONFIG, cli
+from tests.support.cli import EXIT_CONFIG, cli
 from tests.support.redis_server import RedisServer, redis_server  # noqa: F401
 
 SCENARIO_TIMEOUT = 30.0

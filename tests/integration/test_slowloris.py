@@ -27,8 +27,7 @@ from tests.integration.conftest import (
     request,
     wait_until,
 )
-from tests.integration.test_malformed_frames import open_echo
-from tests.integration.test_malformed_http import errors, rest_until_closed
+from tests.support.raw_ws import errors, open_echo, rest_until_closed
 
 HEAD_TIMEOUT = 1.0
 KEEPALIVE_TIMEOUT = 0.4  # well below HEAD_TIMEOUT, so the two deadlines cannot be confused

@@ -7,7 +7,6 @@ the ``websockets`` client.  The ``/pid`` mount says which worker process serves 
 
 from __future__ import annotations
 
-import asyncio
 import http.client
 import json
 import os
@@ -17,10 +16,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from contextlib import AsyncExitStack, contextmanager
+from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
@@ -37,59 +34,19 @@ from tests.integration.conftest import (
     write_config,
 )
 from tests.support.redis_server import RedisServer, redis_server  # noqa: F401
-
-T = TypeVar("T")
-
-PLUGINS = "tests.integration.worker_plugins"
-SCENARIO_TIMEOUT = 30.0  # seconds for one test's whole client scenario
-MAX_TRIES = 60  # connections opened, at most, to find a session on a given worker
-GRACE = 2.0  # config_data's server.shutdown_timeout
-STARTED = re.compile(r"worker (\d+) started \(pid (\d+)\)")
-
-
-def workers_config(
-    tmp_path: Path, redis: RedisServer, changes: Mapping[str, object] | None = None
-) -> Path:
-    data = config_data(
-        {
-            "broker.url": redis.url,
-            "plugins.pid": {"path": "/pid", "use": f"{PLUGINS}:whoami"},
-            **(changes or {}),
-        }
-    )
-    return write_config(tmp_path / "config.toml", data)
-
-
-@contextmanager
-def supervised(config: Path, workers: int = 2) -> Iterator[GatewayProcess]:
-    process = GatewayProcess(
-        ["serve", "--config", str(config), "--workers", str(workers), "--listen", "127.0.0.1:0"]
-    )
-    try:
-        process.wait_ready()
-        yield process
-    finally:
-        process.stop()
-
-
-def run(scenario: Callable[[], Awaitable[T]]) -> T:
-    async def bounded() -> T:
-        return await asyncio.wait_for(scenario(), SCENARIO_TIMEOUT)
-
-    return asyncio.run(bounded())
-
-
-async def until(predicate: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        await asyncio.sleep(0.02)
-
-
-def started(process: GatewayProcess) -> list[tuple[int, int]]:
-    """(worker number, pid) for every "worker N started (pid P)" line so far."""
-    return [(int(m[1]), int(m[2])) for line in process.lines if (m := STARTED.search(line))]
+from tests.support.workers import (
+    GRACE,
+    MAX_TRIES,
+    PLUGINS,
+    SCENARIO_TIMEOUT,
+    run,
+    sessions_on,
+    started,
+    supervised,
+    until,
+    until_started,
+    workers_config,
+)
 
 
 def parent_of(pid: int) -> int:
@@ -105,32 +62,6 @@ def gone(pid: int) -> bool:
     return state in ("Z", "X")
 
 
-async def open_session(
-    process: GatewayProcess, stack: AsyncExitStack
-) -> tuple[int, ClientConnection]:
-    """A ``/pid`` session (closed with ``stack``) and the pid of the worker serving it."""
-    ws = await stack.enter_async_context(
-        connect(process.ws_url("/pid"), proxy=None, compression=None, open_timeout=TIMEOUT)
-    )
-    pid = await ws.recv()
-    assert isinstance(pid, str)
-    return int(pid), ws
-
-
-async def sessions_on(
-    process: GatewayProcess, stack: AsyncExitStack, pids: set[int]
-) -> dict[int, list[ClientConnection]]:
-    """Open ``/pid`` sessions until every worker in ``pids`` serves at least one (the kernel
-    hands each connection to whichever worker accepts first); every session, by pid."""
-    by_pid: dict[int, list[ClientConnection]] = {}
-    for _ in range(MAX_TRIES):
-        pid, ws = await open_session(process, stack)
-        by_pid.setdefault(pid, []).append(ws)
-        if pids <= by_pid.keys():
-            return by_pid
-    raise AssertionError(f"{MAX_TRIES} sessions, none on {pids - by_pid.keys()}: {by_pid.keys()}")
-
-
 async def echoes(ws: ClientConnection, text: str) -> None:
     await ws.send(text)
     assert await ws.recv() == text
@@ -141,7 +72,7 @@ async def echoes(ws: ClientConnection, text: str) -> None:
 
 def test_two_workers_accept_on_one_port(tmp_path: Path, redis_server: RedisServer) -> None:  # noqa: F811
     with supervised(workers_config(tmp_path, redis_server)) as process:
-        run(lambda: _until_started(process, 2))
+        run(lambda: until_started(process, 2))
         workers = {pid for _, pid in started(process)}
         assert len(workers) == 2
         assert {parent_of(pid) for pid in workers} == {process.proc.pid}
@@ -169,16 +100,12 @@ def test_two_workers_accept_on_one_port(tmp_path: Path, redis_server: RedisServe
         assert f"pid {pid}] listening on http://127.0.0.1:{process.port}" in log
 
 
-async def _until_started(process: GatewayProcess, count: int) -> None:
-    await until(lambda: len(started(process)) >= count, f"{count} workers started")
-
-
 def test_a_killed_worker_is_restarted_while_the_other_serves_on(
     tmp_path: Path,
     redis_server: RedisServer,  # noqa: F811
 ) -> None:
     with supervised(workers_config(tmp_path, redis_server)) as process:
-        run(lambda: _until_started(process, 2))
+        run(lambda: until_started(process, 2))
         (first, victim), (_, survivor) = started(process)
 
         async def scenario() -> int:
@@ -215,7 +142,7 @@ def test_a_killed_worker_is_restarted_while_the_other_serves_on(
 
 def test_sigterm_drains_every_worker(tmp_path: Path, redis_server: RedisServer) -> None:  # noqa: F811
     with supervised(workers_config(tmp_path, redis_server)) as process:
-        run(lambda: _until_started(process, 2))
+        run(lambda: until_started(process, 2))
         workers = {pid for _, pid in started(process)}
 
         async def scenario() -> tuple[list[tuple[int, str]], float]:
@@ -251,7 +178,7 @@ def test_workers_drain_when_the_supervisor_is_killed(
     redis_server: RedisServer,  # noqa: F811
 ) -> None:
     with supervised(workers_config(tmp_path, redis_server)) as process:
-        run(lambda: _until_started(process, 2))
+        run(lambda: until_started(process, 2))
         workers = {pid for _, pid in started(process)}
 
         async def scenario() -> None:
@@ -348,7 +275,7 @@ def test_a_chat_room_spans_the_workers(tmp_path: Path, redis_server: RedisServer
     chat = {"path": "/pchat/{room}", "use": f"{PLUGINS}:PidChat"}
     config = workers_config(tmp_path, redis_server, {"plugins.pchat": chat})
     with supervised(config) as process:
-        run(lambda: _until_started(process, 2))
+        run(lambda: until_started(process, 2))
         workers = {pid for _, pid in started(process)}
 
         async def scenario() -> dict[int, list[list[str]]]:
