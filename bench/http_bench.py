@@ -374,8 +374,23 @@ class Job:
     kind: str = "wrk"  # or "download", "upload"
 
 
-def setup(tmp: Path, trees: dict[str, Path]) -> tuple[list[Server], dict[str, Server], Path]:
-    """Files, the upstream site and sink on CPU 1, the peers and the gateways on CPU 0."""
+class _Started(dict[str, Server]):
+    """A dict of servers that also lists each one in ``started`` as it is added."""
+
+    def __init__(self, started: list[Server]) -> None:
+        super().__init__()
+        self.started = started
+
+    def __setitem__(self, key: str, server: Server) -> None:
+        super().__setitem__(key, server)
+        self.started.append(server)
+
+
+def setup(
+    tmp: Path, trees: dict[str, Path], started: list[Server]
+) -> tuple[dict[str, Server], Path]:
+    """Files, the upstream site and sink on CPU 1, the peers and the gateways on CPU 0; every
+    process started goes into ``started`` (for the caller to stop, even if one fails)."""
     site, static_root = tmp / "site", tmp / "static"
     site.mkdir()
     static_root.mkdir()
@@ -388,7 +403,7 @@ def setup(tmp: Path, trees: dict[str, Path]) -> tuple[list[Server], dict[str, Se
         (root / "page.html").write_bytes(PAGE)
         os.link(big, root / "big.bin")
     ports = {n: free_port() for n in ("site", "sink", "nproxy", "nstatic", "uvicorn")}
-    servers: dict[str, Server] = {}
+    servers: dict[str, Server] = _Started(started)
 
     upstream_conf = nginx_conf(
         tmp, "upstream", f"  server {{ listen 127.0.0.1:{ports['site']}; root {site}; }}"
@@ -460,7 +475,7 @@ def setup(tmp: Path, trees: dict[str, Path]) -> tuple[list[Server], dict[str, Se
         wait_http(servers[f"gw-{name}"], servers[f"gw-{name}"].ports["proxy"], "/page.html")
         wait_http(servers[f"gws-{name}"], servers[f"gws-{name}"].ports["static"], "/page.html")
     gateways = {name: servers[f"gw-{name}"] for name in trees}
-    return list(servers.values()), gateways, big
+    return gateways, big
 
 
 def jobs_for(servers: list[Server], trees: dict[str, Path], only: set[str]) -> list[Job]:
@@ -513,7 +528,7 @@ def measure(args: argparse.Namespace, trees: dict[str, Path]) -> int:
         tmp = Path(tmp_name)
         servers: list[Server] = []
         try:
-            servers, gateways, big = setup(tmp, trees)
+            gateways, big = setup(tmp, trees, servers)
             helpers = [s for s in servers if s.name in ("nginx upstream", "sink")]
             jobs = jobs_for(servers, trees, only)
             if args.profile:
