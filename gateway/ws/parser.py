@@ -212,7 +212,6 @@ class FrameParser:
         "_halt",
         "_inflated",
         "_inflater",
-        "_large",
         "_large_filled",
         "_large_head",
         "_last",
@@ -226,6 +225,7 @@ class FrameParser:
         "_tokens",
         "closed",
         "inflating",
+        "large",
         "limits",
         "paused",
         "room",
@@ -237,9 +237,10 @@ class FrameParser:
         self.limits = limits
         self._inflater = inflater
         self._buf = bytearray()
-        # A large frame being received in place (module docstring): its payload buffer, how
-        # much of it is filled, and its first header byte and mask.
-        self._large: bytearray | None = None
+        # A large frame being received in place (module docstring): its payload buffer (public:
+        # the shell checks it before asking for read_buffer()), how much of it is filled, and
+        # its first header byte and mask.
+        self.large: bytearray | None = None
         self._large_filled = 0
         self._large_head: tuple[int, bytes, int] = (0, b"", 0)  # b0, mask, payload length
         self._events: list[Event] = []
@@ -276,9 +277,9 @@ class FrameParser:
         frame in them, or until the inflated messages reach :attr:`room`."""
         if self.closed:
             return
-        if self._large is not None and data:
+        if self.large is not None and data:
             # (A stream without a socket, e.g. TLS: the bytes arrive as ``bytes`` all the same.)
-            large = self._large
+            large = self.large
             take = min(len(data), self._large_head[2] - self._large_filled)
             large[self._large_filled : self._large_filled + take] = data[:take]
             self._large_filled += take
@@ -288,7 +289,7 @@ class FrameParser:
             self._halt = self.paused = False
         self._inflated = 0
         self._now = now
-        if self._large is not None:
+        if self.large is not None:
             if self._large_filled < self._large_head[2]:
                 return
             self._finish_large(now)
@@ -297,7 +298,7 @@ class FrameParser:
     def read_buffer(self) -> memoryview | None:
         """Where the missing part of a large frame goes (read the socket into it, then call
         :meth:`feed_into` with the count); ``None`` when no large frame is in progress."""
-        large = self._large
+        large = self.large
         if large is None or self.closed:
             return None
         return memoryview(large)[self._large_filled : self._large_head[2]]
@@ -306,7 +307,7 @@ class FrameParser:
         """``count`` bytes were written into the last :meth:`read_buffer` (and nowhere else):
         parse on as :meth:`feed` does."""
         self._large_filled += count
-        if self._large is not None and self._large_filled >= self._large_head[2]:
+        if self.large is not None and self._large_filled >= self._large_head[2]:
             self._inflated = 0
             self._now = now
             self._halt = self.paused = False
@@ -314,7 +315,7 @@ class FrameParser:
             self._parse(now)
 
     def _finish_large(self, now: float) -> None:
-        large, self._large = self._large, None
+        large, self.large = self.large, None
         assert large is not None
         self._large_filled = 0
         b0, mask, length = self._large_head
@@ -369,7 +370,7 @@ class FrameParser:
                         # Received in place from here on (module docstring); its limits are
                         # checked, so the allocation is bounded by max_message_size.
                         start = pos + head + 4
-                        self._large = large = _spare.take(length)
+                        self.large = large = _spare.take(length)
                         large[: end - start] = buf[start:end]
                         self._large_filled = end - start
                         self._large_head = (b0, bytes(buf[pos + head : start]), length)

@@ -130,7 +130,19 @@ class Protocol:
             parser.feed(data, now)
         except WebSocketProtocolError as exc:
             self._failed(exc)
-        self._take_events()
+        # (_take_events, inlined: this is the hot path, once per read.)
+        events = parser.events()
+        if not events:
+            return
+        messages = self._messages
+        for event in events:
+            kind = type(event)
+            if kind is str or kind is bytes:
+                messages.append(event)  # type: ignore[arg-type]
+            else:
+                self._control(event)  # type: ignore[arg-type]
+                if kind is Close:
+                    break
 
     def read_buffer(self) -> memoryview | None:
         """Where to read the socket into while a large frame is arriving (the parser's buffer
@@ -164,13 +176,18 @@ class Protocol:
             kind = type(event)
             if kind is str or kind is bytes:
                 messages.append(event)  # type: ignore[arg-type]
-            elif kind is Ping:
-                self._send(frames.frame(Opcode.PONG, event.payload))  # type: ignore[union-attr]
-            elif kind is Pong:
-                self._pong(event.payload)  # type: ignore[union-attr]
             else:
-                self._receive_close(event)  # type: ignore[arg-type]
-                break
+                self._control(event)  # type: ignore[arg-type]
+                if kind is Close:
+                    break
+
+    def _control(self, event: Ping | Pong | Close) -> None:
+        if isinstance(event, Ping):
+            self._send(frames.frame(Opcode.PONG, event.payload))
+        elif isinstance(event, Pong):
+            self._pong(event.payload)
+        else:
+            self._receive_close(event)
 
     def receive_eof(self) -> None:
         """The stream ended (or failed): nothing more will arrive, nothing more can be sent."""

@@ -19,6 +19,7 @@ to send, a keepalive to re-arm), or reading is over and the connection must conc
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol as Interface
 
@@ -32,6 +33,10 @@ from gateway.ws.readiness import readiness
 from gateway.ws.waiting import Waiters
 
 RECEIVE_SIZE = 65536
+# A wait for bytes that ended sooner than this marks the connection busy: its next wait is
+# trio's wait_readable (no hop through the readiness task); a longer one, or the first, marks
+# it idle: its next wait parks on the readiness watcher (~1 KiB less while it lasts).
+BUSY_WAIT = 0.5
 # A handler away from get_message this long gets a reader task (pings, Close, inbox filling).
 ATTEND_AFTER = 0.05
 
@@ -79,6 +84,7 @@ class Reader:
     __slots__ = (
         "_attend_at",
         "_attend_episode",
+        "_busy",
         "_episode",
         "_finished_waiters",
         "_inbox",
@@ -115,6 +121,7 @@ class Reader:
         self._episode = 0  # counts the handler's returns from reading (see left_reading)
         self._attend_at: float | None = None  # the attendant's pending check, if any
         self.watched = False  # the socket is in the readiness watcher's epoll set
+        self._busy = False  # its last wait for bytes was short (see BUSY_WAIT)
         self._parked_fd = -1  # the descriptor a task of ours is parked on, if any
         self._attend_episode = 0
 
@@ -156,7 +163,8 @@ class Reader:
                 data = await self._stream.receive_some(RECEIVE_SIZE)
             else:
                 await trio.lowlevel.checkpoint_if_cancelled()
-                into = self._proto.read_buffer()
+                if self._proto.parser.large is not None:
+                    into = self._proto.read_buffer()
                 waited = False
                 while True:
                     fd = sock.fileno()  # -1 once closed: never read a descriptor reused since
@@ -175,9 +183,10 @@ class Reader:
                         if not waited:
                             await trio.lowlevel.cancel_shielded_checkpoint()
                         break
-                    if OWN_WATCH:
-                        # The short wait (gateway.ws.readiness): ~1 KiB less per idle
-                        # connection than trio's wait_readable chain.
+                    started = time.monotonic()
+                    if OWN_WATCH and not self._busy:
+                        # Likely to stay idle: the short wait (gateway.ws.readiness), ~1 KiB
+                        # less per idle connection than trio's wait_readable chain.
                         readiness().park(fd, trio.lowlevel.current_task(), self.watched)
                         self.watched = True
                         self._parked_fd = fd
@@ -187,6 +196,7 @@ class Reader:
                             self._parked_fd = -1
                     else:
                         await trio.lowlevel.wait_readable(fd)
+                    self._busy = time.monotonic() - started < BUSY_WAIT
                     waited = True
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             data = b""

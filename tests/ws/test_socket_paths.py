@@ -16,6 +16,7 @@ import trio.testing
 from trio_websocket import ConnectionClosed
 from wsproto.events import BytesMessage, Ping, Pong, TextMessage
 
+from gateway.ws import reading
 from gateway.ws.connection import Limits, WebSocketConnection
 from gateway.ws.readiness import AVAILABLE as OWN_WATCH
 from gateway.ws.readiness import readiness
@@ -313,14 +314,23 @@ async def test_invalid_utf8_in_one_frame_arriving_in_pieces_fails_at_the_bad_pie
 
 
 @pytest.mark.skipif(not OWN_WATCH, reason="needs epoll")
-async def test_an_idle_handler_parks_on_the_readiness_watcher() -> None:
+async def test_idle_handlers_park_on_the_readiness_watcher_busy_ones_on_trio(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(reading, "BUSY_WAIT", 0.1)
     async with over_a_socket(echo) as (_, peer):
         with trio.fail_after(10):
-            for text in ("a", "b"):
-                await trio.testing.wait_all_tasks_blocked()
-                assert len(readiness()) == 1  # the handler, parked on its socket
-                await peer.send(TextMessage(text))
-                assert await peer.message() == text
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(readiness()) == 1  # a new connection waits as an idle one
+            await peer.send(TextMessage("a"))  # at once: its wait was short...
+            assert await peer.message() == "a"
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(readiness()) == 0  # ...so it waits in trio's wait_readable now
+            await trio.sleep(0.2)  # a long wait: idle again
+            await peer.send(TextMessage("b"))
+            assert await peer.message() == "b"
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(readiness()) == 1
     await trio.testing.wait_all_tasks_blocked()
     assert len(readiness()) == 0  # nothing left parked once the connection is gone
 
