@@ -282,8 +282,8 @@ class ServerSpec:
     env: tuple[tuple[str, str], ...] = ()  # added to the servers' environment
 
 
-def gateway_spec(name: str, tree: Path) -> ServerSpec:
-    argv = (sys.executable, "-m", "gateway", "serve", "--config", str(CONFIG))
+def gateway_spec(name: str, tree: Path, config: Path = CONFIG) -> ServerSpec:
+    argv = (sys.executable, "-m", "gateway", "serve", "--config", str(config))
     env: tuple[tuple[str, str], ...] = ()
     if tree != ROOT:  # `python -m gateway` runs from the tree; its imports must win too
         pythonpath = os.environ.get("PYTHONPATH", "")
@@ -293,7 +293,9 @@ def gateway_spec(name: str, tree: Path) -> ServerSpec:
     )
 
 
-def server_specs(tree: Path = ROOT, base_tree: Path | None = None) -> dict[str, ServerSpec]:
+def server_specs(
+    tree: Path = ROOT, base_tree: Path | None = None, base_config: Path = CONFIG
+) -> dict[str, ServerSpec]:
     py = sys.executable
     listen = f"{HOST}:0"
     specs = {
@@ -325,7 +327,7 @@ def server_specs(tree: Path = ROOT, base_tree: Path | None = None) -> dict[str, 
         ),
     }
     if base_tree is not None:
-        specs[GATEWAY_BASE] = gateway_spec(GATEWAY_BASE, base_tree)
+        specs[GATEWAY_BASE] = gateway_spec(GATEWAY_BASE, base_tree, base_config)
     return specs
 
 
@@ -457,6 +459,7 @@ class Bench:
     base_sources: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # gateway-base's
     tree: Path = ROOT  # where the gateway's code comes from
     base_tree: Path | None = None  # where gateway-base's comes from (--base-tree)
+    base_config: Path = CONFIG  # gateway-base's config (--base-config)
 
     def wait_quiet(self) -> float | None:
         """Wait (bounded) until the rest of the machine is quiet; the busy % last seen.
@@ -563,7 +566,7 @@ class Bench:
         if self.reuse is not None:  # profile mode: the server py-spy is attached to
             yield [s for s in self.reuse if s.spec.name in names]
             return
-        specs = server_specs(self.tree, self.base_tree)
+        specs = server_specs(self.tree, self.base_tree, self.base_config)
         if GATEWAY in names:
             self.sources.setdefault(source_fingerprint(self.tree), []).append(group)
         if GATEWAY_BASE in names and self.base_tree is not None:
@@ -1396,6 +1399,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "from the same run",
     )
     parser.add_argument(
+        "--base-config",
+        type=Path,
+        default=CONFIG,
+        metavar="FILE",
+        help=f"{GATEWAY_BASE}'s config (default: bench/config.toml): with --base-tree . it "
+        "measures what a setting costs, e.g. the same config with an [admin] table",
+    )
+    parser.add_argument(
         "--profile",
         choices=("echo", "fanout", "handshake", "large"),
         help="instead of the table: profile the gateway under this load with py-spy",
@@ -1462,6 +1473,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench = Bench(params, pin, server_env, policy, logdir, args.quiet_below, max_wait, budget)
     bench.tree = tree
     bench.base_tree = base_tree
+    bench.base_config = Path(args.base_config).resolve()
     machine = machine_info(tree)
     started = datetime.datetime.now(datetime.UTC)
     say(f"bench: {'quick' if args.quick else 'full'} run on {describe_machine(machine)}")

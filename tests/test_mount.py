@@ -44,6 +44,7 @@ class Conn:
         self.received: list[frames.Prepared] = []
         self.takes = takes
         self.closed = closed
+        self.messages_in = self.messages_out = self.bytes_in = self.bytes_out = 0
 
     def send_nowait(self, prepared: frames.Prepared) -> bool:
         if self.takes:

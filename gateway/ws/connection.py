@@ -75,25 +75,30 @@ class WebSocketConnection(trio.abc.AsyncResource):
     closed or closing, but for :meth:`aclose` and :meth:`close_nowait`, which never do.
     """
 
-    # Slots: a few hundred bytes less per connection than an instance dict.
-    __slots__ = (
-        "__weakref__",
-        "_closed",
-        "_handshake_headers",
-        "_helpers",
-        "_helpers_done",
-        "_inbox",
-        "_local",
-        "_nursery",
-        "_out",
-        "_path",
-        "_proto",
-        "_reader",
-        "_remote",
-        "_stream",
-        "_subprotocol",
-        "_trailing_data",
-    )
+    # Slots: a few hundred bytes less per connection than an instance dict (a dict of them:
+    # the public counters carry docstrings).
+    __slots__ = {
+        "__weakref__": None,
+        "_closed": None,
+        "_handshake_headers": None,
+        "_helpers": None,
+        "_helpers_done": None,
+        "_inbox": None,
+        "_local": None,
+        "_nursery": None,
+        "_out": None,
+        "_path": None,
+        "_proto": None,
+        "_reader": None,
+        "_remote": None,
+        "_stream": None,
+        "_subprotocol": None,
+        "_trailing_data": None,
+        "bytes_in": "Payload bytes of the messages the handler received (text as UTF-8).",
+        "bytes_out": "Payload bytes of the messages the handler sent (text as UTF-8).",
+        "messages_in": "Messages the handler received (``get_message``).",
+        "messages_out": "Messages the handler sent (``send_message``; fan-out is the mount's).",
+    }
 
     def __init__(
         self,
@@ -119,6 +124,9 @@ class WebSocketConnection(trio.abc.AsyncResource):
         self._local = local
         self._remote = remote
         self._trailing_data = trailing_data
+        # What the handler received and sent (messages, payload bytes): plain ints read by
+        # the metrics collector at scrape time and by the session's closing log line.
+        self.messages_in = self.messages_out = self.bytes_in = self.bytes_out = 0
         self._proto = Protocol(limits, compression)  # the rules; this object does the I/O
         self._closed: CloseReason | None = None  # `closed`, built once from the protocol's
         self._inbox = Inbox()
@@ -212,6 +220,8 @@ class WebSocketConnection(trio.abc.AsyncResource):
                 message = messages.pop(0)
                 if inbox.waiters:
                     inbox.waiters.wake()  # the reader waiting for room, or the next handler
+                self.messages_in += 1
+                self.bytes_in += frames.payload_size(message)
                 return message
             reader = self._reader
             if not self._proto.receiving:
@@ -246,12 +256,16 @@ class WebSocketConnection(trio.abc.AsyncResource):
         if type(message) is bytes and len(message) >= LARGE_SEND:
             header = proto.send_binary_header(message)
             if header is not None:
+                self.messages_out += 1
+                self.bytes_out += len(message)
                 # Header and payload leave in one writev, never joined into a copy.
                 await trio.lowlevel.checkpoint_if_cancelled()
                 if not self._out.send_parts(header, message):
                     await self._flush()
                 return
         frame = proto.send_message(message)
+        self.messages_out += 1
+        self.bytes_out += frames.payload_size(message)
         out = self._out
         if self._inbox.messages and out.buffered + len(frame) < CORK_BYTES:
             # More messages are already waiting for this handler, so more sends are likely:

@@ -55,6 +55,14 @@ _MEDIUM = struct.Struct("!BBH")
 _LONG = struct.Struct("!BBQ")
 
 
+def payload_size(message: str | bytes | bytearray | memoryview) -> int:
+    """The bytes ``message`` takes as a payload (UTF-8 for text).  ``str.isascii`` is O(1) in
+    CPython, so only non-ASCII text is encoded to be measured."""
+    if type(message) is str and not message.isascii():
+        return len(message.encode("utf-8", "surrogatepass"))
+    return len(message)
+
+
 def frame_header(opcode: int, length: int, *, rsv1: bool = False) -> bytes:
     """The header of a final (FIN) unmasked frame; RSV1 marks a compressed message."""
     first = _FIN | opcode | (0x40 if rsv1 else 0)
