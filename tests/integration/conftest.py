@@ -32,7 +32,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 import pytest
 import trio
@@ -42,6 +42,9 @@ from gateway.app import App, build
 from gateway.config.load import parse
 from gateway.core.address import ListenAddress
 from gateway.server import open_listeners, serve
+
+if TYPE_CHECKING:
+    from tests.integration.proxy_support import UpstreamProcess
 
 REPO = Path(__file__).resolve().parents[2]
 STATIC_ROOT = REPO / "examples" / "public"
@@ -502,3 +505,12 @@ def gateway_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gatewa
         yield process
     finally:
         process.stop()
+
+
+@pytest.fixture
+def upstream() -> Iterator[UpstreamProcess]:
+    """The standard library's legacy site (``upstream_server.py``) in a subprocess."""
+    from tests.integration.proxy_support import running_upstream  # it imports this module
+
+    with running_upstream() as up:
+        yield up

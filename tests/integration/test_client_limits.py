@@ -7,7 +7,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import pytest
@@ -27,7 +27,7 @@ from tests.integration.conftest import (
     upgrade_headers,
     wait_until,
 )
-from tests.integration.proxy_support import UpstreamProcess, running_upstream
+from tests.integration.proxy_support import UpstreamProcess
 
 ONE = "127.0.0.1"
 TWO = "127.0.0.2"  # on Linux all of 127.0.0.0/8 is the loopback interface
@@ -149,12 +149,6 @@ async def test_handshake_rate_per_client(
 
 
 # --------------------------------------------------------------------------- proxied requests
-
-
-@pytest.fixture
-def upstream() -> Iterator[UpstreamProcess]:
-    with running_upstream() as up:
-        yield up
 
 
 async def get(client: RawClient, target: str, headers: Sequence[tuple[str, str]] = ()) -> Response:

@@ -9,7 +9,6 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,13 +29,7 @@ from tests.integration.conftest import (
     upgrade_headers,
     write_config,
 )
-from tests.integration.proxy_support import UpstreamProcess, running_upstream
-
-
-@pytest.fixture
-def upstream() -> Iterator[UpstreamProcess]:
-    with running_upstream() as up:
-        yield up
+from tests.integration.proxy_support import UpstreamProcess
 
 
 async def exchange(gw: Running, data: bytes) -> tuple[Response, bytes | None]:

@@ -9,7 +9,7 @@ be reused, and what the upstream receives is counted to show nothing else reache
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 import pytest
@@ -34,12 +34,6 @@ from tests.integration.proxy_support import (
     rss_bytes,
     running_upstream,
 )
-
-
-@pytest.fixture
-def upstream() -> Iterator[UpstreamProcess]:
-    with running_upstream() as up:
-        yield up
 
 
 @asynccontextmanager

@@ -4,7 +4,7 @@ limit; and request-smuggling vectors, with the upstream counting what reached it
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 import pytest
@@ -19,12 +19,6 @@ from tests.integration.proxy_support import (
     echoed,
     running_upstream,
 )
-
-
-@pytest.fixture
-def upstream() -> Iterator[UpstreamProcess]:
-    with running_upstream() as up:
-        yield up
 
 
 @asynccontextmanager

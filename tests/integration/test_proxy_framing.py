@@ -5,10 +5,9 @@ for every client version and method, and end the connection whenever the client 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import pytest
 import trio
 
 from tests.integration.conftest import TIMEOUT, GatewayFactory, Running, request
@@ -17,14 +16,7 @@ from tests.integration.proxy_support import (
     UpstreamProcess,
     echoed,
     pattern_sha256,
-    running_upstream,
 )
-
-
-@pytest.fixture
-def upstream() -> Iterator[UpstreamProcess]:
-    with running_upstream() as up:
-        yield up
 
 
 @asynccontextmanager

@@ -5,8 +5,6 @@ claim who the client is never reach the site from an untrusted client, and
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import trio
 
@@ -16,7 +14,6 @@ from tests.integration.proxy_support import (
     UpstreamProcess,
     echoed,
     header_values,
-    running_upstream,
 )
 
 SPOOFED = [
@@ -26,12 +23,6 @@ SPOOFED = [
     ("Forwarded", "for=6.6.6.6"),
     ("X-Forwarded-For", "6.6.6.6"),
 ]
-
-
-@pytest.fixture
-def upstream() -> Iterator[UpstreamProcess]:
-    with running_upstream() as up:
-        yield up
 
 
 async def fetch(gw: Running, raw: bytes) -> dict[str, object]:

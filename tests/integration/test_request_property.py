@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
 
 import pytest
 import trio
@@ -21,7 +20,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.integration.conftest import TIMEOUT, GatewayFactory, Running
-from tests.integration.proxy_support import UpstreamProcess, running_upstream
+from tests.integration.proxy_support import UpstreamProcess
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 TCHAR = "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -215,12 +214,6 @@ async def exchange(gw: Running, raw: bytes) -> bytes:
             except trio.BrokenResourceError:
                 pass  # a reset after the answer: it closed with our bytes unread
             return bytes(data)
-
-
-@pytest.fixture
-def upstream() -> Iterator[UpstreamProcess]:
-    with running_upstream() as up:
-        yield up
 
 
 async def test_every_request_gets_well_formed_responses_or_a_clean_close(
