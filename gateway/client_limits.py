@@ -29,6 +29,7 @@ import logging
 import math
 import os
 from collections.abc import Sequence
+from typing import Literal
 
 import trio
 from trio_websocket import Endpoint
@@ -165,14 +166,7 @@ class ClientLimits:
         wait = limiter.handshake(key, trio.current_time())
         if wait is None:
             return None, forwarded
-        rate = limiter.settings.handshakes
-        self._log(
-            key,
-            429,
-            f"over {rate.per_second:g} handshakes/s (burst {rate.burst})",
-            hint=self._spoofed(remote, headers),
-        )
-        return _too_many("too many handshakes from your address", wait, close=True), forwarded
+        return self._over(key, "handshakes", wait, remote, headers, close=True), forwarded
 
     def check_request(self, remote: Endpoint | None, headers: Headers) -> Reject | None:
         """A request for the proxy: ``None``, or the 429 to answer (the connection stays)."""
@@ -186,16 +180,29 @@ class ClientLimits:
         wait = limiter.request(key, trio.current_time())
         if wait is None:
             return None
-        rate = limiter.settings.requests
+        return self._over(key, "requests", wait, remote, headers, close=False)
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _over(
+        self,
+        key: int,
+        what: Literal["handshakes", "requests"],
+        wait: float,
+        remote: Endpoint,
+        headers: Headers,
+        *,
+        close: bool,
+    ) -> Reject:
+        """Log (rate-limited) and build the 429 for a client over its ``what`` rate."""
+        rate = getattr(self.limiter.settings, what)
         self._log(
             key,
             429,
-            f"over {rate.per_second:g} requests/s (burst {rate.burst})",
+            f"over {rate.per_second:g} {what}/s (burst {rate.burst})",
             hint=self._spoofed(remote, headers),
         )
-        return _too_many("too many requests from your address", wait, close=False)
-
-    # -- helpers ----------------------------------------------------------------------------
+        return _too_many(f"too many {what} from your address", wait, close=close)
 
     def _from_proxy(self, remote: Endpoint) -> bool:
         return bool(self.trusted) and in_networks(remote.address, self.trusted)

@@ -111,6 +111,15 @@ def _refill(tokens: float, at: float, rate: Rate, now: float) -> float:
     return tokens
 
 
+def _take(tokens: float, at: float, rate: Rate, now: float) -> tuple[float, float | None]:
+    """One token from a bucket that held ``tokens`` at ``at``: ``(tokens left, None)`` when
+    there was one, else ``(tokens, seconds until there is one)``."""
+    tokens = _refill(tokens, at, rate, now)
+    if tokens >= 1:
+        return tokens - 1, None
+    return tokens, (1 - tokens) / rate.per_second
+
+
 def _full_at(tokens: float, at: float, rate: Rate) -> float:
     """When a bucket holding ``tokens`` at ``at`` is full again."""
     missing = rate.burst - tokens
@@ -193,15 +202,12 @@ class Limiter:
         if not rate.on:
             return None
         entry = self._entry(key, now)
-        tokens = _refill(entry.hs_tokens, entry.hs_at, rate, now)
+        entry.hs_tokens, wait = _take(entry.hs_tokens, entry.hs_at, rate, now)
         entry.hs_at = now
-        allowed = tokens >= 1
-        entry.hs_tokens = tokens - 1 if allowed else tokens
         self._stale(entry)
-        if allowed:
-            return None
-        self.refused_handshakes += 1
-        return (1 - tokens) / rate.per_second
+        if wait is not None:
+            self.refused_handshakes += 1
+        return wait
 
     def request(self, key: int, now: float) -> float | None:
         """Take a proxied-request token: as :meth:`handshake`, for ``requests``."""
@@ -209,15 +215,12 @@ class Limiter:
         if not rate.on:
             return None
         entry = self._entry(key, now)
-        tokens = _refill(entry.rq_tokens, entry.rq_at, rate, now)
+        entry.rq_tokens, wait = _take(entry.rq_tokens, entry.rq_at, rate, now)
         entry.rq_at = now
-        allowed = tokens >= 1
-        entry.rq_tokens = tokens - 1 if allowed else tokens
         self._stale(entry)
-        if allowed:
-            return None
-        self.refused_requests += 1
-        return (1 - tokens) / rate.per_second
+        if wait is not None:
+            self.refused_requests += 1
+        return wait
 
     def should_log(self, key: int, now: float) -> bool:
         """Whether a refusal of ``key`` is to be logged now: at most once per
