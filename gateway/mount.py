@@ -24,7 +24,6 @@ from typing import Protocol
 
 from gateway.broker.subscriptions import Route
 from gateway.config.schema import MountConfig, WebSocketConfig
-from gateway.metered import metered, payload_size
 from gateway.ws import frames
 from gateway.ws.connection import WebSocketConnection
 
@@ -114,7 +113,7 @@ class Mount:
         self._user_of: dict[WebSocketConnection, str] = {}
         # For metrics (gateway.admin.collector reads them at scrape time): handshakes by
         # status; messages and payload bytes of closed connections and of every fan-out (open
-        # connections count their own, gateway.metered); closes by code.
+        # connections count their own in the engine); closes by code.
         self.handshakes: Counter[int] = Counter()
         self.messages_in = self.messages_out = self.bytes_in = self.bytes_out = 0
         self.closes: Counter[int] = Counter()
@@ -238,12 +237,10 @@ class Mount:
             self.slow_consumer_closes += 1
         elif code == 1011 and reason == KEEPALIVE_TIMEOUT:
             self.keepalive_closes += 1
-        counted = metered(ws)
-        if counted is not None:
-            self.messages_in += counted.messages_in
-            self.messages_out += counted.messages_out
-            self.bytes_in += counted.bytes_in
-            self.bytes_out += counted.bytes_out
+        self.messages_in += ws.messages_in
+        self.messages_out += ws.messages_out
+        self.bytes_in += ws.bytes_in
+        self.bytes_out += ws.bytes_out
 
     def close_all(self, code: int, reason: str) -> None:
         """Start closing every client (shutdown: 1001); each finishes in its own task."""
@@ -264,5 +261,5 @@ def _fan_out(
             sent += 1
     if sent:  # counted once per fan-out, never per recipient
         mount.messages_out += sent
-        mount.bytes_out += sent * payload_size(message)
+        mount.bytes_out += sent * frames.payload_size(message)
     return sent

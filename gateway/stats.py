@@ -4,7 +4,7 @@ Nothing here knows Prometheus: the serving code adds to these counters where the
 happens (a dict increment per HTTP request or handshake, never per WebSocket message), and
 :class:`gateway.admin.collector.GatewayCollector` reads them when ``/metrics`` is scraped.
 WebSocket traffic is counted elsewhere, cheaper still: per connection in plain ``int`` slots
-(:mod:`gateway.metered`) and per mount (:class:`gateway.mount.Mount`).
+(:class:`gateway.ws.connection.WebSocketConnection`) and per mount (:class:`gateway.mount.Mount`).
 """
 
 from __future__ import annotations

@@ -35,7 +35,6 @@ from gateway.core.decisions import REASONS, Reject, Upgrade
 from gateway.errors import CloseSession
 from gateway.errors import Refused as Refused  # the one Refused; http11 catches it here
 from gateway.log import RateLimit, safe
-from gateway.metered import MeteredConnection
 from gateway.ws import deflate
 from gateway.ws.connection import Limits, WebSocketConnection
 from gateway.ws.deflate import DeflateParams
@@ -237,9 +236,7 @@ def open_session(
     request = admission.request
     runtime = handover.runtime
     mount = runtime.mount
-    # With [admin], a connection that counts its messages for metrics (gateway.metered).
-    engine = MeteredConnection if app.config.admin is not None else WebSocketConnection
-    ws = engine(
+    ws = WebSocketConnection(
         handover.stream,
         path=handover.target,
         subprotocol=admission.subprotocol,
@@ -275,7 +272,7 @@ def open_session(
     return ws, session, handler_task
 
 
-# Per-session counters, written on the closed line when the connection keeps them.
+# Per-session counters (the engine's), written on the closed line.
 _COUNTERS = ("messages_in", "messages_out", "bytes_in", "bytes_out")
 
 
@@ -294,9 +291,7 @@ def log_closed(ws: WebSocketConnection, session: Session, opened: float | None =
     if opened is not None:
         fields["duration_ms"] = round((trio.current_time() - opened) * 1000, 1)
     for name in _COUNTERS:
-        value = getattr(ws, name, None)
-        if isinstance(value, int):
-            fields[name] = value
+        fields[name] = getattr(ws, name)
     session.log.info("closed", extra=fields)
 
 

@@ -2,10 +2,11 @@
 
 The custom-collector pattern (prometheus_client's ``Collector``): nothing on a request's or a
 message's path calls into prometheus_client.  Serving code adds to plain ``int`` attributes and
-``Counter`` dicts where things happen (:mod:`gateway.stats`, :class:`gateway.mount.Mount`,
-:mod:`gateway.metered`, the proxy pools, the limiter, the broker, the upstream authenticator),
-and :meth:`GatewayCollector.collect` turns their current values into metric families.  A
-scrape costs one pass over the open WebSocket connections (to add up their message counts).
+``Counter`` dicts where things happen (:mod:`gateway.stats`, :class:`gateway.mount.Mount`, the
+engine's per-connection message counters, the proxy pools, the limiter, the broker, the
+upstream authenticator), and :meth:`GatewayCollector.collect` turns their current values into
+metric families.  A scrape costs one pass over the open WebSocket connections (to add up their
+message counts).
 
 Label values are bounded by the config, never by clients: mount names, route prefixes,
 upstream addresses, status and close codes, fixed reason words.  Never paths, users or rooms.
@@ -28,7 +29,6 @@ from prometheus_client.registry import Collector
 
 from gateway.auth.upstream import UpstreamAuthenticator
 from gateway.core.histogram import Histogram
-from gateway.metered import metered
 
 if TYPE_CHECKING:
     from gateway.app import App
@@ -153,12 +153,10 @@ class GatewayCollector(Collector):
             m_in, m_out = mount.messages_in, mount.messages_out
             b_in, b_out = mount.bytes_in, mount.bytes_out
             for ws in mount.clients:
-                counted = metered(ws)
-                if counted is not None:
-                    m_in += counted.messages_in
-                    m_out += counted.messages_out
-                    b_in += counted.bytes_in
-                    b_out += counted.bytes_out
+                m_in += ws.messages_in
+                m_out += ws.messages_out
+                b_in += ws.bytes_in
+                b_out += ws.bytes_out
             received.add_metric(label, m_in)
             sent.add_metric(label, m_out)
             bytes_in.add_metric(label, b_in)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import trio
 import trio_websocket
 
-from gateway.metered import MeteredConnection
 from gateway.ws.connection import WebSocketConnection
 from tests.integration.conftest import (
     OP_TEXT,
@@ -201,7 +200,7 @@ async def test_limit_refusals_are_counted(nursery: trio.Nursery) -> None:
 
 
 async def test_without_admin_connections_are_not_metered(start_gateway: GatewayFactory) -> None:
-    """No [admin] table: the plain engine class, no per-message counting at all."""
+    """No [admin] table: the same engine class (it counts for the closing log line)."""
     async with start_gateway() as running, ws_client(running, "/echo") as ws:
         await ws.send_message("x")
         assert await ws.get_message() == "x"
@@ -215,7 +214,7 @@ async def test_with_admin_connections_are_metered(nursery: trio.Nursery) -> None
         await ws.send_message("x")
         assert await ws.get_message() == "x"
         (conn,) = gw.app.mounts["echo"].mount.clients
-        assert isinstance(conn, MeteredConnection)
+        assert isinstance(conn, WebSocketConnection)
         assert (conn.messages_in, conn.messages_out) == (1, 1)
 
 
