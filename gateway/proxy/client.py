@@ -84,19 +84,9 @@ class UpstreamConnection:
         ``progress()`` (the request body bytes sent so far) moved meanwhile: an upstream that
         is still being fed a slow upload is not stalled.
         """
-        while True:
-            try:
-                event = self.conn.next_event()
-            except h11.RemoteProtocolError:
-                self.broken = True
-                raise UpstreamError("upstream sent a malformed response") from None
-            if event is h11.NEED_DATA:
-                self.conn.receive_data(await self._receive(progress))
-                continue
-            if not isinstance(event, h11.Event) or isinstance(event, h11.ConnectionClosed):
-                self.broken = True  # PAUSED (a second response?) or the upstream hung up
-                raise UpstreamError("upstream closed the connection")
-            return event
+        while (event := self.next_ready()) is None:
+            self.conn.receive_data(await self._receive(progress))
+        return event
 
     def next_ready(self) -> h11.Event | None:
         """As :meth:`next_event`, but ``None`` instead of reading when h11 needs more bytes."""
@@ -108,7 +98,7 @@ class UpstreamConnection:
         if event is h11.NEED_DATA:
             return None
         if not isinstance(event, h11.Event) or isinstance(event, h11.ConnectionClosed):
-            self.broken = True
+            self.broken = True  # PAUSED (a second response?) or the upstream hung up
             raise UpstreamError("upstream closed the connection")
         return event
 
