@@ -7,7 +7,6 @@ options validate, authenticators import, the cookie secret exists), so ``gateway
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
@@ -320,8 +319,7 @@ def build_snapshot(
     if proxy is None:
         # The proxy trusts X-Forwarded-For from both lists (server.trusted_proxies is the one
         # definition; proxy.trusted_proxies is kept for configs written before it).
-        trusted = config.proxy.trusted_proxies + config.server.trusted_proxies
-        proxy = ProxyRuntime.build(dataclasses.replace(config.proxy, trusted_proxies=trusted))
+        proxy = ProxyRuntime.build(config.proxy, config.trusted_networks)
     access = AccessLog(config.log.access_rate) if config.log.access else None
     return Snapshot(
         config, policy, mounts, static_root, keyring, proxy, access, generation=generation

@@ -36,7 +36,6 @@ import trio
 
 from gateway.config.schema import ProxyConfig
 from gateway.core.decisions import Proxy, Reject
-from gateway.core.upstream import parse_upstream
 from gateway.errors import UpstreamError
 from gateway.log import RateLimit
 from gateway.proxy import headers as rules
@@ -70,20 +69,22 @@ class ProxyRuntime:
     pools: Pools
 
     @classmethod
-    def build(cls, config: ProxyConfig) -> ProxyRuntime | None:
-        """The runtime for a validated ``[proxy]`` table; ``None`` when it names no upstream."""
-        urls = [r.upstream for r in config.routes]
-        if config.upstream is not None:
-            urls.append(config.upstream)
-        if not urls:
+    def build(cls, config: ProxyConfig, trusted: tuple[rules.Network, ...]) -> ProxyRuntime | None:
+        """The runtime for a validated ``[proxy]`` table (its upstreams parsed by the config)
+        and the trusted proxies (``Config.trusted_networks``); ``None`` when it names no
+        upstream."""
+        upstreams = {r.destination for r in config.routes}
+        if config.default_upstream is not None:
+            upstreams.add(config.default_upstream)
+        if not upstreams:
             return None
         pools = Pools(
-            {parse_upstream(u) for u in urls},
+            upstreams,
             max_idle=config.pool_size,
             connect_timeout=config.connect_timeout,
             read_timeout=config.read_timeout,
         )
-        return cls(config, rules.parse_networks(config.trusted_proxies), pools)
+        return cls(config, trusted, pools)
 
 
 @dataclass
