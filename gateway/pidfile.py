@@ -22,7 +22,7 @@ def remove(path: str) -> None:
         if read(path) == os.getpid():
             os.unlink(path)
     except (OSError, ValueError):
-        pass
+        pass  # gone or rewritten by another gateway: not ours to remove
 
 
 def read(path: str) -> int:

@@ -226,7 +226,7 @@ class Supervisor:
                 try:
                     process.send_signal(signal.SIGHUP)
                 except ProcessLookupError:
-                    pass
+                    pass  # exited meanwhile: its restart reads the new config anyway
 
     def _act(self, action: Action) -> None:
         """Tell every live worker to drain, or to stop now."""

@@ -164,7 +164,7 @@ def _address(text: str) -> Address | None:
     try:
         return Address(str(ipaddress.ip_address(text)))  # bare: a forwarded client
     except ValueError:
-        pass
+        pass  # not a bare address: "host:port" below
     host, _, port = text.rpartition(":")
     if not host or not port.isdigit():
         return None

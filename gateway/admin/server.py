@@ -295,7 +295,7 @@ class AdminServer:
                     message = {"point": self.history.points[-1], "snapshot": latest}
                     await ws.send_message(json.dumps(message))
         except ConnectionClosed:
-            pass
+            pass  # the page went away: nothing to clean up
         await ws.aclose()
 
 

@@ -188,7 +188,7 @@ class Broker:
     async def count(self, route: Route, local: int) -> int:
         """The cluster-wide count of ``route``, this node's ``local`` count included (and
         written first).  Falls back to ``local`` if Redis does not answer within
-        ``broker.timeout`` (counted as ``count_fallback``)."""
+        ``broker.timeout``."""
         if self.subscribed:  # counted once this node also hears the target's messages
             await self.wait_subscribed(self.config.timeout)
         client = self._client
@@ -207,7 +207,7 @@ class Broker:
                         ],
                     )
                 except TROUBLE:
-                    pass
+                    pass  # Redis trouble: the local count below
                 else:
                     if local > 0:
                         self._counted.add(key)
