@@ -227,6 +227,12 @@ def configure(level: str = "INFO", format: LogFormat = "text") -> None:
                 "%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S"
             )
         )
+    # Neither format writes the caller's file and line, the thread or the multiprocessing
+    # name: not collecting them makes each record ~20% cheaper (logging walks the stack for
+    # the caller otherwise; its source documents setting ``_srcfile`` to None to skip it).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logMultiprocessing = False
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

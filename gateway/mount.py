@@ -130,9 +130,19 @@ class Mount:
 
     @property
     def full(self) -> bool:
-        """At ``max_connections``, counting handshakes that passed admission but are not
-        registered yet (so concurrent handshakes cannot overshoot the cap)."""
+        """At ``max_connections``, counting the places :meth:`reserve` holds for handshakes
+        that passed admission (so concurrent handshakes cannot overshoot the cap)."""
         return len(self._clients) + self.reserved >= self.settings.max_connections
+
+    def reserve(self) -> Reservation | None:
+        """Hold a place among ``max_connections`` for a handshake that passed admission, or
+        ``None`` when the mount is full.  Use the :class:`Reservation` as a context: the place
+        is freed when the ``with`` block ends, having become a client
+        (:meth:`Reservation.register`) or not (the 101 never went out)."""
+        if self.full:
+            return None
+        self.reserved += 1
+        return Reservation(self)
 
     def group(self, name: str) -> Group:
         """The group called ``name`` (created on first use, dropped when it empties)."""
@@ -189,15 +199,11 @@ class Mount:
             return _fan_out(self, self._users.get(route.name, set()), message, None)
         return _fan_out(self, self._clients, message, None)
 
-    def register(
-        self, ws: WebSocketConnection, *, reserved: bool = False, user: str | None = None
-    ) -> None:
-        """Count ``ws`` among :attr:`clients` until :meth:`unregister` (taking over the place
-        reserved for it at admission, if ``reserved``), and among ``user``'s sessions if it
-        is an authenticated one.  Pair the two with ``try``/``finally``: plain calls, not a
-        context manager, so an open session keeps no generator alive."""
-        if reserved:
-            self.reserved -= 1
+    def register(self, ws: WebSocketConnection, *, user: str | None = None) -> None:
+        """Count ``ws`` among :attr:`clients` until :meth:`unregister`, and among ``user``'s
+        sessions if it is an authenticated one.  Pair the two with ``try``/``finally``: plain
+        calls, not a context manager, so an open session keeps no generator alive.  (A
+        handshake registers through its :class:`Reservation`.)"""
         if not self._clients and self.cluster is not None:
             self.cluster.hold(self.route)
         self._clients.add(ws)
@@ -246,6 +252,36 @@ class Mount:
         """Start closing every client (shutdown: 1001); each finishes in its own task."""
         for ws in list(self._clients):
             ws.close_nowait(code, reason)
+
+
+class Reservation:
+    """One place among a mount's ``max_connections``, held from admission until the new
+    connection is registered or the handshake fails (:meth:`Mount.reserve`).  A context
+    manager: leaving the ``with`` block frees the place whatever happened in it; a class,
+    not a generator, so nothing of it outlives the handshake."""
+
+    __slots__ = ("_held", "_mount")
+
+    def __init__(self, mount: Mount) -> None:
+        self._mount = mount
+        self._held = True
+
+    def __enter__(self) -> Reservation:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """Free the place (once; later calls do nothing)."""
+        if self._held:
+            self._held = False
+            self._mount.reserved -= 1
+
+    def register(self, ws: WebSocketConnection, *, user: str | None = None) -> None:
+        """The handshake succeeded: ``ws`` takes this place as a client (:meth:`Mount.register`)."""
+        self.release()
+        self._mount.register(ws, user=user)
 
 
 def _fan_out(

@@ -24,8 +24,8 @@ from gateway.app import App
 from gateway.client_limits import CONNECTIONS_RESPONSE, Slot
 from gateway.config.schema import Config
 from gateway.core.address import ListenAddress
-from gateway.http.http11 import serve_connection
 from gateway.log import RateLimit
+from gateway.upgrade import serve_connection
 
 log = logging.getLogger("gateway.server")
 

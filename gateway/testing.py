@@ -37,7 +37,7 @@ from trio_websocket import CloseReason, ConnectionClosed, Endpoint
 from gateway.app import App, build
 from gateway.config.load import parse
 from gateway.core import cookies
-from gateway.http.http11 import serve_connection
+from gateway.upgrade import serve_connection
 
 __all__ = ["TestClient", "TestGateway", "serve"]
 

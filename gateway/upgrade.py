@@ -1,13 +1,20 @@
-"""The seam: an h11 request that passed the front door becomes a WebSocket session.
+"""The seam: one connection from accept to close, HTTP until a WebSocket session.
 
-This is the one module that knows both h11 and the WebSocket connection (Node ``ws``'s
-``handleUpgrade(req, socket, head)``): it runs authentication and the plugin's veto, sends the
-101 through h11 (so h11 stays the parser of record and never parses the request twice), hands
-h11's ``trailing_data`` (bytes the client sent right behind its handshake) to the connection so
-no early frame is lost, sets up the session (:func:`open_session`) and runs the handler under
-the handler contract (:func:`call_handler`, :mod:`gateway.api`).  The session itself is served
-by :func:`gateway.http.http11.serve_connection`, in the frame that served its HTTP, so an idle
-connection keeps no extra coroutine frame for this module.
+This is the one module that knows both the HTTP side (:mod:`gateway.http.http11`) and the
+WebSocket connection (Node ``ws``'s ``handleUpgrade(req, socket, head)``).
+:func:`serve_connection` serves HTTP until the front door says ``Upgrade``; then, in order:
+the client's handshake rate (``[limits]``), capacity, authentication and the plugin's veto
+(:func:`prepare`); a place among the mount's ``max_connections`` (:meth:`Mount.reserve`) held
+until the connection is registered; the 101, written by us in one write (h11 parsed the
+request, and is done with once it has: its ``trailing_data``, bytes the client sent right
+behind its handshake, go to the connection so no early frame is lost); the session
+(:func:`open_session`); and the handler under the handler contract (:func:`call_handler`,
+:mod:`gateway.api`).  Every step runs within the mount's ``handshake_timeout`` from the first
+byte of the request.  A refusal is answered by the HTTP side and ends the connection.
+
+The session is served from :func:`serve_connection`'s own frame once the handshake's objects
+are let go, so an idle connection keeps one coroutine frame of this module and nothing of
+h11, the request or the handshake.
 """
 
 from __future__ import annotations
@@ -15,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-import ipaddress
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -23,18 +29,22 @@ from dataclasses import dataclass
 
 import h11
 import trio
-from trio_websocket import ConnectionClosed
+from trio_websocket import ConnectionClosed, Endpoint
 
-from gateway import auth
+from gateway import access, auth
 from gateway.api import Accept, Address, Handler, Session, UpgradeRequest
 from gateway.app import App, MountRuntime
+from gateway.client_limits import Slot
 from gateway.config.schema import WebSocketConfig
 from gateway.core import handshake
 from gateway.core import headers as hdr
-from gateway.core.decisions import REASONS, Reject, Upgrade
+from gateway.core.decisions import Reject, Upgrade
 from gateway.errors import CloseSession
-from gateway.errors import Refused as Refused  # the one Refused; http11 catches it here
+from gateway.errors import Refused as Refused  # the one Refused
+from gateway.http.http11 import HTTPConnection
 from gateway.log import RateLimit, safe
+from gateway.mount import Mount, Reservation
+from gateway.wire import response_head
 from gateway.ws import deflate
 from gateway.ws.connection import Limits, WebSocketConnection
 from gateway.ws.deflate import DeflateParams
@@ -46,33 +56,132 @@ INTERNAL_ERROR = 1011
 # rate-limited: a client can trigger it at will.
 CHECK_FAILED = Reject(500, "internal error", close=True)
 _check_failures = RateLimit()
+SHUTTING_DOWN = Reject(503, "server shutting down", (("Retry-After", "5"),), close=True)
+AT_CAPACITY = Reject(503, "endpoint at capacity", (("Retry-After", "1"),), close=True)
+
+
+async def serve_connection(
+    app: App,
+    stream: trio.abc.Stream,
+    *,
+    remote: Endpoint | None,
+    secure: bool = False,
+    slot: Slot | None = None,
+) -> None:
+    """One connection from accept to close: HTTP until it upgrades, then the WebSocket session.
+
+    The session is served from this frame, not inside the HTTP loop nor in a further coroutine:
+    an idle WebSocket keeps this one frame of ours, and none of h11's state, the request or the
+    handshake (each ``del`` below lets one go).  The stream is closed on every path."""
+    http = HTTPConnection(app, stream, remote=remote, secure=secure, slot=slot)
+    del slot  # released by the caller (gateway.server), which holds it for the connection
+    del remote  # the HTTP side's; a WebSocket reads its endpoints from its stream
+    wanted = await http.serve()  # closes the stream unless the client asks to upgrade
+    if wanted is None:
+        return
+    opened = await _handshake(app, http, *wanted)  # closes the stream unless it opened
+    del http, wanted
+    if opened is None:
+        return
+    ws, session, handler_task = opened
+    del opened
+    started = trio.current_time()
+    try:
+        await ws.serve(handler_task)
+    finally:
+        session.mount.unregister(ws)  # registered by _handshake, through its reservation
+    log_closed(ws, session, started)
+
+
+async def _handshake(
+    app: App, http: HTTPConnection, request: h11.Request, decision: Upgrade
+) -> tuple[WebSocketConnection, Session, Callable[[], Awaitable[None]]] | None:
+    """From the front door's ``Upgrade`` to a registered connection, or ``None`` when the
+    handshake was refused (answered) or its deadline passed (the stream is then closed)."""
+    runtime = app.mounts[decision.mount.name]  # this generation's, to the end
+    mount = runtime.mount
+    # From the first byte of this request, not the accept (a keep-alive connection may be
+    # older than handshake_timeout when its upgrade comes).
+    deadline = http.request_started_at + mount.settings.handshake_timeout
+    opened = None
+    try:
+        with trio.move_on_at(deadline):
+            try:
+                # [limits]: the client's handshake rate (and, through a proxy, its connections)
+                limited, forwarded = app.limits.check_upgrade(
+                    http.slot, http.remote, request.headers
+                )
+                if limited is not None:
+                    mount.handshakes[limited.status] += 1
+                    await http.refuse(limited)
+                    return None
+                remote = Address(forwarded) if forwarded is not None else _address(http.remote)
+                admission = await prepare(app, decision, request, remote)
+                place = _reserve(mount)  # after the awaits: concurrent handshakes counted
+            except Refused as refused:
+                mount.handshakes[refused.reject.status] += 1
+                await http.refuse(refused.reject, request, mount.name)
+                return None
+            with place:
+                # The write below skips trio when the kernel takes it whole: the deadline is
+                # checked here, or a head that came in late would still be upgraded.
+                await trio.lowlevel.checkpoint_if_cancelled()
+                await http.wire.send(admission.response)
+                mount.handshakes[101] += 1
+                opened = open_session(
+                    app,
+                    runtime,
+                    http.stream,
+                    admission,
+                    target=request.target.decode("ascii", "replace"),
+                    header_block=hdr.pack(request.headers),
+                    trailing=http.trailing_data(),
+                )
+                place.register(opened[0], user=auth.principal_user(admission.request.principal))
+                return opened
+        mount.handshakes[408] += 1  # the deadline passed: nothing was answered
+        access.refusals.log(
+            "deadline",
+            logging.INFO,
+            "handshake deadline passed",
+            remote=http.remote_text,
+            mount=mount.name,
+        )
+        return None
+    finally:
+        if opened is None:
+            with trio.CancelScope(shield=True):
+                await http.stream.aclose()
 
 
 @dataclass(frozen=True)
 class Admission:
-    """An accepted handshake: the request as the plugin saw it and what the 101 says."""
+    """An accepted handshake: the request as the plugin saw it and the 101 to send (the
+    whole head, built by us: h11 is not needed to answer a request it parsed)."""
 
     request: UpgradeRequest
-    headers: list[tuple[bytes, bytes]]
+    response: bytes
     subprotocol: str | None
     compression: DeflateParams | None
 
 
 async def prepare(
-    app: App, decision: Upgrade, request: h11.Request, remote: Address | str | None
+    app: App, decision: Upgrade, request: h11.Request, remote: Address | None
 ) -> Admission:
-    """Run the admission checks after the pure front door: capacity, auth, the plugin's veto
-    (awaited when it is a coroutine).
+    """Run the admission checks after the pure front door: shutdown, capacity, auth, the
+    plugin's veto (awaited when it is a coroutine).
 
     ``remote`` is the client's :class:`Address` (the forwarded client's behind a trusted
     proxy).  Returns the :class:`Admission`; raises :class:`Refused` with the answer otherwise.
+    (Capacity is checked again, and a place held, once the awaits are over: the caller's
+    :meth:`Mount.reserve`.)
     """
     runtime = app.mounts[decision.mount.name]
     mount = runtime.mount
     if app.draining:
-        raise Refused(Reject(503, "server shutting down", (("Retry-After", "5"),), close=True))
+        raise Refused(SHUTTING_DOWN)
     if mount.full:
-        raise Refused(Reject(503, "endpoint at capacity", (("Retry-After", "1"),), close=True))
+        raise Refused(AT_CAPACITY)
     info = decision.handshake
     upgrade_request = UpgradeRequest(
         id=secrets.token_hex(6),  # the session's, if accepted
@@ -82,7 +191,7 @@ async def prepare(
         query=decision.query,
         headers=tuple((hdr.text(n), hdr.text(v)) for n, v in request.headers),
         origin=info.origin,
-        remote=remote if not isinstance(remote, str) else _address(remote),
+        remote=remote,
         subprotocols=info.subprotocols,
         subprotocol=handshake.choose_subprotocol(info.subprotocols, mount.settings.subprotocols),
     )
@@ -113,11 +222,21 @@ async def prepare(
         compression = deflate.negotiate(info.extensions)
         if compression is not None:
             response_headers.append((b"sec-websocket-extensions", compression.header().encode()))
-    response_headers.extend(hdr.encode(extra))
-    if mount.full:  # filled up while we awaited auth: check again, then hold a place
-        raise Refused(Reject(503, "endpoint at capacity", (("Retry-After", "1"),), close=True))
-    mount.reserved += 1  # released by open_session's registration, or by the caller on failure
-    return Admission(upgrade_request, response_headers, subprotocol, compression)
+    try:
+        response_headers.extend(hdr.encode(extra))
+        response = response_head(101, response_headers)
+    except (UnicodeEncodeError, ValueError) as exc:  # the plugin's headers cannot go out
+        _check_failed(upgrade_request, f"returned an unsendable header: {exc}")
+        raise Refused(CHECK_FAILED) from None
+    return Admission(upgrade_request, response, subprotocol, compression)
+
+
+def _reserve(mount: Mount) -> Reservation:
+    """A place among the mount's ``max_connections`` for this handshake; 503 when full."""
+    place = mount.reserve()
+    if place is None:
+        raise Refused(AT_CAPACITY)
+    return place
 
 
 def _with_principal(request: UpgradeRequest, principal: object) -> UpgradeRequest:
@@ -158,34 +277,16 @@ def _check_failed(request: UpgradeRequest, what: str, exc: Exception | None = No
         request.log.error("check() %s; answered 500%s", safe(what), more, exc_info=exc)
 
 
-def _address(text: str) -> Address | None:
-    """The HTTP side's text form of the client's address (``"1.2.3.4:5678"``, ``"[::1]:5678"``,
-    a forwarded client's bare address, ``"-"`` for none) as an :class:`Address`."""
-    try:
-        return Address(str(ipaddress.ip_address(text)))  # bare: a forwarded client
-    except ValueError:
-        pass  # not a bare address: "host:port" below
-    host, _, port = text.rpartition(":")
-    if not host or not port.isdigit():
+def _address(remote: Endpoint | None) -> Address | None:
+    """The peer's endpoint as the session's :class:`Address` (``None``: unknown)."""
+    if remote is None:
         return None
-    return Address(host.removeprefix("[").removesuffix("]"), int(port))
+    return Address(str(remote.address), remote.port)
 
 
 def remote_text(remote: Address | None) -> str:
     """The client's address for a log line (``"-"``: unknown)."""
     return "-" if remote is None else str(remote)
-
-
-async def switch(
-    stream: trio.abc.Stream,
-    conn: h11.Connection,
-    headers: list[tuple[bytes, bytes]],
-) -> bytes:
-    """Send the 101 through h11 and return the bytes the client sent behind its handshake."""
-    response = h11.InformationalResponse(status_code=101, headers=headers, reason=REASONS[101])
-    await stream.send_all(conn.send(response) or b"")
-    trailing, _closed = conn.trailing_data
-    return bytes(trailing)
 
 
 @functools.lru_cache(maxsize=64)
@@ -209,40 +310,34 @@ def limits_for(settings: WebSocketConfig) -> Limits:
     )
 
 
-@dataclass(frozen=True)
-class Handover:
-    """Everything a WebSocket session needs once the 101 is out (and nothing of h11)."""
-
-    runtime: MountRuntime
-    stream: trio.abc.Stream
-    admission: Admission
-    target: str
-    header_block: bytes  # the request's headers, packed (gateway.core.headers.pack)
-    trailing: bytes
-
-
 def open_session(
-    app: App, handover: Handover
+    app: App,
+    runtime: MountRuntime,
+    stream: trio.abc.Stream,
+    admission: Admission,
+    *,
+    target: str,
+    header_block: bytes,
+    trailing: bytes,
 ) -> tuple[WebSocketConnection, Session, Callable[[], Awaitable[None]]]:
-    """Set up an accepted WebSocket: its connection, its :class:`Session`, and the handler task
-    for :meth:`WebSocketConnection.serve` (see :mod:`gateway.api`).
+    """Set up an accepted WebSocket, once its 101 is out: its connection (given ``trailing``,
+    the bytes the client sent behind its handshake), its :class:`Session` (sharing the
+    connection's ``header_block``, :func:`gateway.core.headers.pack`) and the handler task for
+    :meth:`WebSocketConnection.serve` (see :mod:`gateway.api`).
 
-    The connection is counted among the mount's clients from here on (it takes over the place
-    :func:`prepare` reserved): the caller serves it, calls ``session.mount.unregister(ws)`` in
-    a ``finally``, then :func:`log_closed`.  Nothing returned refers to the handover: once the
-    caller lets it go, the handshake's objects are freed for the connection's life.
+    The caller registers the connection with the mount, serves it, unregisters it in a
+    ``finally``, then calls :func:`log_closed`.  Nothing returned refers to the admission or
+    the request: once the caller lets them go, they are freed for the connection's life.
     """
-    admission = handover.admission
     request = admission.request
-    runtime = handover.runtime
     mount = runtime.mount
     ws = WebSocketConnection(
-        handover.stream,
-        path=handover.target,
+        stream,
+        path=target,
         subprotocol=admission.subprotocol,
-        handshake_headers=handover.header_block,  # one block, shared with the session
+        handshake_headers=header_block,  # one block, shared with the session
         limits=limits_for(mount.settings),
-        trailing_data=handover.trailing,
+        trailing_data=trailing,
         compression=admission.compression,
     )
     session = Session(
@@ -256,19 +351,23 @@ def open_session(
         remote=request.remote,
         subprotocol=admission.subprotocol,
         subprotocols=request.subprotocols,
-        header_block=handover.header_block,
+        header_block=header_block,
     )
     handler_task = functools.partial(call_handler, runtime.plugin.handler, ws, session)
-    user = auth.principal_user(request.principal)
-    session.log.info(
-        "open %s",
-        safe(session.path),
-        extra={"remote": remote_text(session.remote), "user": None if user is None else safe(user)},
-    )
+    # DEBUG: the session's INFO line is the closing one, which says all this and more (one
+    # line per session, as an access log has one per request: each costs ~5% of a handshake).
+    if session.log.isEnabledFor(logging.DEBUG):
+        user = auth.principal_user(request.principal)
+        session.log.debug(
+            "open %s",
+            safe(session.path),
+            extra={
+                "remote": remote_text(session.remote),
+                "user": None if user is None else safe(user),
+            },
+        )
     if app.draining:  # shutdown began during the handshake
         ws.close_nowait(1001, "server shutting down")
-    # last: from here on the caller's finally unregisters
-    mount.register(ws, reserved=True, user=user)
     return ws, session, handler_task
 
 
@@ -283,6 +382,7 @@ def log_closed(ws: WebSocketConnection, session: Session, opened: float | None =
     closed = ws.closed
     user = auth.principal_user(session.principal)
     fields: dict[str, object] = {
+        "path": safe(session.path),
         "remote": remote_text(session.remote),
         "user": None if user is None else safe(user),
         "code": closed.code if closed else None,

@@ -160,6 +160,22 @@ async def test_check_accept_adds_headers_to_the_101() -> None:
         assert gw.plugin().handled == 1
 
 
+@pytest.mark.parametrize("value", ["a=b\r\nX-Smuggled: 1", "caf\u00e9\u2603=1"])
+async def test_check_accept_with_an_unsendable_header_is_500_and_logged(
+    value: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A header that could split the 101 (CR LF) or cannot be encoded is a plugin bug: the
+    handshake is refused with 500, the error logged, no handler runs, no place is kept."""
+    async with serve(f"{FIX}:Gatekeeper", options={"set_cookie": value}) as gw:
+        rejection = await refused(gw, "/test")
+        assert rejection.status_code == 500
+        assert b"X-Smuggled" not in rejection.body
+        assert gw.plugin().handled == 0
+        mount = gw.mount()
+        assert (len(mount.clients), mount.reserved, mount.handshakes[500]) == (0, 0, 1)
+    assert any("unsendable header" in r.getMessage() for r in caplog.records)
+
+
 async def test_check_none_adds_no_headers() -> None:
     async with serve(f"{FIX}:Gatekeeper") as gw, gw.connect("/test") as ws:
         assert await ws.get_message() == "welcome"

@@ -8,7 +8,7 @@ from functools import partial
 import trio
 import trio.testing
 
-from gateway.http.http11 import serve_connection
+from gateway.upgrade import serve_connection
 from gateway.testing import serve
 from tests import lifecycle_plugins
 from tests.lifecycle_plugins import EVENTS

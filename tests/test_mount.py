@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import pytest
+import trio
 from trio_websocket import CloseReason
 
 from gateway.broker.subscriptions import Route
@@ -61,19 +62,37 @@ def mount(*, max_connections: int = 10) -> Mount:
     return Mount(MountConfig("room", "/room", "plugins.echo:Echo", {}, settings))
 
 
-def test_register_and_unregister_count_clients_and_reserved_places() -> None:
+def test_reservations_hold_places_until_registered_or_released() -> None:
     m = mount(max_connections=2)
     a, b = Conn(), Conn()
-    m.reserved = 2
-    assert m.full
-    m.register(ws(a), reserved=True)
-    assert (len(m), m.reserved, m.full) == (1, 1, True)
-    m.register(ws(b), reserved=True)
+    first, second = m.reserve(), m.reserve()
+    assert first is not None and second is not None
+    assert m.full and m.reserve() is None  # both places held: a third handshake is refused
+    with first:
+        first.register(ws(a))
+        assert (len(m), m.reserved, m.full) == (1, 1, True)
+    with second:
+        pass  # the 101 never went out: the place is freed, nobody registered
+    assert (len(m), m.reserved, m.full) == (1, 0, False)
+    third = m.reserve()
+    assert third is not None
+    with third:
+        third.register(ws(b))
+        third.release()  # released twice (register, then here, then the with): counted once
     assert (len(m), m.reserved) == (2, 0)
     m.unregister(ws(a))
     m.unregister(ws(a))  # twice: nothing happens
     assert m.clients == frozenset({ws(b)})
     assert not m.full
+
+
+def test_a_reservation_is_freed_when_the_handshake_fails() -> None:
+    m = mount(max_connections=1)
+    place = m.reserve()
+    assert place is not None
+    with pytest.raises(trio.BrokenResourceError), place:
+        raise trio.BrokenResourceError("the client left before the 101")
+    assert (len(m), m.reserved, m.full) == (0, 0, False)
 
 
 def test_closes_are_counted_by_code_with_the_two_named_ones_apart() -> None:

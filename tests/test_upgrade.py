@@ -3,22 +3,30 @@
 from __future__ import annotations
 
 import pytest
+from trio_websocket import Endpoint
 
 from gateway.api import Address
 from gateway.upgrade import _address, remote_text
 
 
 @pytest.mark.parametrize(
-    ("text", "address"),
+    ("endpoint", "address", "text"),
     [
-        ("203.0.113.7:51234", Address("203.0.113.7", 51234)),
-        ("[2001:db8::7]:51234", Address("2001:db8::7", 51234)),
-        ("203.0.113.7", Address("203.0.113.7")),  # a forwarded client: no port
-        ("2001:db8::7", Address("2001:db8::7")),
-        ("-", None),  # a stream without an address
-        ("", None),
+        (Endpoint("203.0.113.7", 51234, False), Address("203.0.113.7", 51234), "203.0.113.7:51234"),
+        (
+            Endpoint("2001:db8::7", 51234, False),
+            Address("2001:db8::7", 51234),
+            "[2001:db8::7]:51234",
+        ),
+        (None, None, "-"),  # a stream without an address
     ],
 )
-def test_the_http_sides_text_becomes_an_address(text: str, address: Address | None) -> None:
-    assert _address(text) == address
-    assert remote_text(address) == (text or "-")
+def test_the_peers_endpoint_becomes_the_sessions_address(
+    endpoint: Endpoint | None, address: Address | None, text: str
+) -> None:
+    assert _address(endpoint) == address
+    assert remote_text(address) == text
+
+
+def test_a_forwarded_client_has_no_port() -> None:
+    assert remote_text(Address("203.0.113.7")) == "203.0.113.7"

@@ -2,10 +2,10 @@
 
 The loop reads one request head at a time (within a deadline), asks the pure front door what to
 do (:func:`gateway.core.frontdoor.classify`) and does it: a fixed response, a static file, the
-health probe, destroying the socket, or handing it over to the WebSocket seam
-(:mod:`gateway.upgrade`), after which the HTTP side (h11, the request) lets go of the stream.
-:func:`serve_connection` then serves the WebSocket session in the coroutine that ran the HTTP
-side (no extra frame per open connection), set up by :func:`gateway.upgrade.open_session`.
+health probe, the proxy, or destroying the socket.  A request the front door says to upgrade
+ends the loop: :meth:`HTTPConnection.serve` returns it, with the stream still open, to the
+WebSocket seam (:mod:`gateway.upgrade`, which drives this module, never the reverse); the seam
+answers a refused handshake through :meth:`HTTPConnection.refuse`.
 
 Deadlines (``[http]``): the first request head must be complete within ``head_timeout`` of the
 accept; between requests a keep-alive connection may stay idle ``keepalive_timeout``; once a
@@ -28,7 +28,7 @@ import trio
 from h11._state import MIGHT_SWITCH_PROTOCOL  # not in h11's __all__
 from trio_websocket import Endpoint
 
-from gateway import access, upgrade
+from gateway import access
 from gateway.app import FIRST_REQUEST_GRACE, App
 from gateway.client_limits import Slot
 from gateway.core import frontdoor, handshake
@@ -98,7 +98,8 @@ class HTTPConnection:
         self._peer_text: str | None = None  # the client's address as text, for the proxy
         self._client_side: forward.ClientSide | None = None  # the proxy's, for this request
         self._accepted_at = trio.current_time()
-        self._request_started_at = self._accepted_at  # the current request's first byte
+        # The current request's first byte (a handshake's deadline counts from it).
+        self.request_started_at = self._accepted_at
         self._method = b""
         self._status = 0  # the status of the response sent last (for metrics)
 
@@ -110,21 +111,22 @@ class HTTPConnection:
         host = f"[{address}]" if address.version == 6 else str(address)
         return f"{host}:{self.remote.port}"
 
-    async def serve(self) -> upgrade.Handover | None:
-        """Serve requests until the connection closes (``None``) or becomes a WebSocket: then
-        the stream is handed over, still open, for :func:`gateway.upgrade.open_session`."""
-        handover = None
+    async def serve(self) -> tuple[h11.Request, Upgrade] | None:
+        """Serve requests until the connection closes (``None``: the stream is closed) or a
+        request asks to upgrade: then that request and the front door's decision are returned,
+        the stream still open and this connection's to answer a refusal with (:meth:`refuse`)."""
+        upgrading = None
         try:
-            handover = await self._loop()
+            upgrading = await self._loop()
         finally:
             if self._access is not None:
                 self._access_line()
-            if handover is None:
+            if upgrading is None:
                 with trio.CancelScope(shield=True):
                     await self.stream.aclose()
-        return handover
+        return upgrading
 
-    async def _loop(self) -> upgrade.Handover | None:
+    async def _loop(self) -> tuple[h11.Request, Upgrade] | None:
         for count in range(self.http.max_requests_per_connection):
             try:
                 request = await self._next_request(first=count == 0)
@@ -143,7 +145,7 @@ class HTTPConnection:
                 request, self.app.policy, secure=self.secure, peer=self.peer
             )
             if isinstance(decision, Upgrade):
-                return await self._upgrade(request, decision)
+                return request, decision
             if isinstance(decision, Destroy):
                 self.app.stats.destroyed += 1
                 access.refusals.log(
@@ -192,7 +194,7 @@ class HTTPConnection:
         started = False
         if self.conn.trailing_data[0]:
             # Pipelined bytes already here: this request starts now, as we turn to it.
-            self._request_started_at = trio.current_time()
+            self.request_started_at = trio.current_time()
         while True:
             event = self.conn.next_event()
             if isinstance(event, h11.Request):
@@ -219,7 +221,7 @@ class HTTPConnection:
             ready = self.wire.receive_now(RECEIVE_SIZE)
             if ready is not None:  # already here: no deadline to set, no wait
                 if idle and ready:
-                    self._request_started_at = trio.current_time()
+                    self.request_started_at = trio.current_time()
                 self.conn.receive_data(ready)
                 continue
             if idle and self.app.stopping:
@@ -234,7 +236,7 @@ class HTTPConnection:
                 finally:
                     self.app.idle_http.pop(timer, None)
                 if idle and data:
-                    self._request_started_at = trio.current_time()
+                    self.request_started_at = trio.current_time()
                 self.conn.receive_data(data)
                 continue
             if idle and self.app.stopping:
@@ -349,7 +351,7 @@ class HTTPConnection:
             target=request.target,
             status=None if conn is None else conn.status,
             sent=None if conn is None else conn.sent,
-            duration=trio.current_time() - self._request_started_at,
+            duration=trio.current_time() - self.request_started_at,
             remote=self.remote_text,
             upstream=None if upstream is None else str(upstream),
         )
@@ -546,89 +548,21 @@ class HTTPConnection:
                 route.latency.observe(client.upstream_seconds)
         return False
 
-    # -- upgrading ----------------------------------------------------------------------------
+    # -- for the WebSocket seam ----------------------------------------------------------------
 
-    async def _upgrade(self, request: h11.Request, decision: Upgrade) -> upgrade.Handover | None:
-        """Admission checks, then the 101.  Returns what the session needs, or ``None`` when
-        we answered instead (or the handshake deadline passed) and the connection ends."""
-        runtime = self.app.mounts[decision.mount.name]  # this generation's, to the end
-        mount = runtime.mount
-        # From the first byte of this request, not the accept (a keep-alive connection may be
-        # older than handshake_timeout when its upgrade comes).
-        deadline = self._request_started_at + mount.settings.handshake_timeout
-        prepared: upgrade.Admission | None = None
-        trailing: bytes | None = None
-        try:
-            with trio.move_on_at(deadline):
-                # [limits]: the client's handshake rate (and, through a proxy, its connections)
-                limited, forwarded = self.app.limits.check_upgrade(
-                    self.slot, self.remote, request.headers
-                )
-                if limited is not None:
-                    mount.handshakes[limited.status] += 1
-                    await self._send_simple(limited)
-                    return None
-                remote = forwarded or self.remote_text  # session.remote: the forwarded client
-                try:
-                    prepared = await upgrade.prepare(self.app, decision, request, remote)
-                except upgrade.Refused as refused:
-                    mount.handshakes[refused.reject.status] += 1
-                    self._log_refused(request, refused.reject, mount.name)
-                    await self._send_simple(refused.reject)
-                    return None
-                trailing = await upgrade.switch(self.stream, self.conn, prepared.headers)
-        finally:
-            if prepared is not None and trailing is None:
-                mount.reserved -= 1  # admitted, but the 101 never went out: free the place
-        if prepared is None or trailing is None:
-            mount.handshakes[408] += 1  # the deadline passed: nothing was answered
-            access.refusals.log(
-                "deadline",
-                logging.INFO,
-                "handshake deadline passed",
-                remote=self.remote_text,
-                mount=mount.name,
-            )
-            return None
-        mount.handshakes[101] += 1
-        return upgrade.Handover(
-            runtime=runtime,
-            stream=self.stream,
-            admission=prepared,
-            target=request.target.decode("ascii", "replace"),
-            header_block=hdr.pack(request.headers),
-            trailing=trailing,
-        )
+    async def refuse(
+        self, reject: Reject, request: h11.Request | None = None, mount: str | None = None
+    ) -> None:
+        """Answer a handshake the seam refused (logged, rate-limited, when ``request`` is
+        given); the connection then ends."""
+        if request is not None:
+            self._log_refused(request, reject, mount)
+        await self._send_simple(reject)
 
-
-async def serve_connection(
-    app: App,
-    stream: trio.abc.Stream,
-    *,
-    remote: Endpoint | None,
-    secure: bool = False,
-    slot: Slot | None = None,
-) -> None:
-    """One connection from accept to close: HTTP until it upgrades, then the WebSocket session.
-
-    The session is served from this frame, not inside the HTTP loop nor in a further coroutine:
-    an idle WebSocket keeps this one frame of ours, and none of h11's state, the request or the
-    handshake (each ``del`` below lets one go)."""
-    connection = HTTPConnection(app, stream, remote=remote, secure=secure, slot=slot)
-    del slot  # released by the caller (gateway.server), which holds it for the connection
-    del remote  # the HTTP side's; a WebSocket reads its endpoints from its stream
-    handover = await connection.serve()
-    del connection
-    if handover is None:
-        return
-    ws, session, handler_task = upgrade.open_session(app, handover)
-    del handover
-    opened = trio.current_time()
-    try:
-        await ws.serve(handler_task)
-    finally:
-        session.mount.unregister(ws)  # open_session registered it
-    upgrade.log_closed(ws, session, opened)
+    def trailing_data(self) -> bytes:
+        """The bytes the client sent behind the request h11 returned last (a WebSocket's
+        first frames, once the request was an upgrade: h11 parses no further)."""
+        return bytes(self.conn.trailing_data[0])
 
 
 async def _abort(stream: trio.abc.Stream) -> None:

@@ -203,6 +203,7 @@ async def test_behind_a_trusted_proxy_the_forwarded_client_is_counted(
         "limits.handshakes_per_second": 0.1,
         "limits.handshake_burst": 3,
     }
+    caplog.set_level(logging.DEBUG, "gateway.session")  # the sessions' "open" lines
     with trio.fail_after(TIMEOUT):
         async with start_gateway(changes) as gw, AsyncExitStack() as stack:
             # The proxy's own connections are not one client's: more than 2 are accepted.

@@ -111,10 +111,11 @@ def test_json_log_lines_carry_the_structured_fields(tmp_path: Path) -> None:
     for record in records:
         assert {"ts", "level", "logger", "event"} <= record.keys(), record
         assert record["ts"].endswith("Z") and len(record["ts"]) == len("2024-01-01T00:00:00.000Z")
-    opened = next(r for r in records if r["event"].startswith("open /echo"))
+    # One INFO line per session, when it ends (its "open" line is DEBUG).
+    assert not any(r["event"].startswith("open /echo") for r in records)
     closed = next(r for r in records if r["event"] == "closed")
-    assert opened["mount"] == closed["mount"] == "echo"
-    assert opened["session"] == closed["session"]
+    assert (closed["mount"], closed["path"]) == ("echo", "/echo")
+    assert len(closed["session"]) == 12
     assert closed["remote"].startswith("127.0.0.1:")
     assert closed["code"] == 1000 and closed["reason"] == ""
     assert isinstance(closed["duration_ms"], float) and closed["duration_ms"] >= 0

@@ -18,7 +18,7 @@ import trio_websocket
 from trio_websocket import ConnectionClosed, Endpoint
 
 from gateway.errors import ConfigError
-from gateway.http.http11 import serve_connection
+from gateway.upgrade import serve_connection
 from gateway.testing import TestGateway, serve
 from tests.fixture_plugins import refused, wait_until
 
