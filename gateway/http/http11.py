@@ -600,7 +600,4 @@ def _keep_alive(request: h11.Request) -> bool:
     after HTTP/1.0, nor after a ``Connection: close``."""
     if request.http_version < b"1.1":
         return False
-    for name, value in request.headers:
-        if name == b"connection" and b"close" in (t.strip() for t in value.lower().split(b",")):
-            return False
-    return True
+    return b"close" not in hdr.tokens(request.headers, b"connection")
