@@ -93,3 +93,16 @@ def test_importing_every_pure_module_loads_nothing_that_runs() -> None:
     loaded = json.loads(result.stdout)
     assert "gateway.config.load" in loaded
     assert [name for name in loaded if _forbidden(name)] == []
+
+
+def test_the_wheel_lists_every_package_of_gateway_and_no_top_level_plugins() -> None:
+    """pyproject lists its packages (``plugins/`` installs as ``gateway_plugins``): a package
+    added under ``gateway/`` must be listed, or the wheel would ship without it."""
+    import tomllib
+
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))["tool"]["setuptools"]
+    on_disk = {
+        ".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "gateway").rglob("__init__.py")
+    }
+    assert set(setuptools["packages"]) == on_disk | {"gateway_plugins"}
+    assert setuptools["package-dir"] == {"gateway_plugins": "plugins"}

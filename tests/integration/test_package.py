@@ -109,7 +109,7 @@ def test_the_wheel_is_the_published_name_and_imports_from_where_it_was_installed
 ) -> None:
     done = installed.run(
         "-c",
-        "import gateway, gateway.api, plugins.echo, importlib.metadata as m; "
+        "import gateway, gateway.api, gateway_plugins.echo, importlib.metadata as m; "
         f"print(gateway.__file__); print(m.version({project_name()!r}))",
     )
     assert done.returncode == 0, done.stderr
@@ -120,6 +120,10 @@ def test_the_wheel_is_the_published_name_and_imports_from_where_it_was_installed
     (info,) = installed.site.glob("*.dist-info")
     assert (info / "METADATA").is_file()
     assert (installed.site / "gateway" / "py.typed").is_file()  # typed for mypy in their project
+    # The first-party plugins install as gateway_plugins: no top-level "plugins" to clash with
+    # a project's own package of that name.
+    assert (installed.site / "gateway_plugins" / "relay.py").is_file()
+    assert not (installed.site / "plugins").exists()
     done = installed.run("-m", "gateway", "--version")
     assert (done.returncode, done.stdout.strip()) == (0, f"gateway {version}"), done.stderr
 
