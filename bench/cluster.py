@@ -3,7 +3,7 @@
     python bench/cluster.py                  # 5 interleaved rounds; 1,000 subscribers
     python bench/cluster.py --subs 100 --messages 50 --rounds 1 --count 200   # a smoke run
 
-Fan-out (``--only fanout``): the shared loadgen's ``fanout`` scenario, exactly as
+Fan-out (``--only fanout``): the loadgen's ``fanout`` scenario, exactly as
 ``bench/run.py`` runs it (its ``Bench``: 1 publisher, ``--subs`` subscribers of ``/broadcast``,
 one message in flight, policy headers from ``ws_headers_shim.js``), against
 
@@ -49,8 +49,21 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path[:0] = [str(BENCH), str(ROOT)]
 
-import run as bench  # noqa: E402  (bench/run.py: loadgen, servers, Bench, medians)
 import workers  # noqa: E402  (bench/workers.py: the --workers 2 vs 1 handshake runs)
+from harness import loadgen  # noqa: E402  (bench/harness/: the pieces bench/run.py is made of)
+from harness.common import CONFIG, RESULTS, check_python, fail, interrupt_on_sigterm, say, tail  # noqa: E402
+from harness.figures import Figure, field, fmt_value, median_cell, per_cpu, select  # noqa: E402
+from harness.machine import Pinning, describe_machine, machine_info, pinning, source_fingerprint  # noqa: E402
+from harness.params import FULL  # noqa: E402
+from harness.scenarios import Bench  # noqa: E402
+from harness.servers import (  # noqa: E402
+    HOST,
+    START_TIMEOUT,
+    RunningServer,
+    ServerSpec,
+    policy_credentials,
+    start_server,
+)
 
 from tests.support.redis_server import RedisServer  # noqa: E402
 
@@ -66,7 +79,7 @@ PARTS = ("fanout", "workers")
 
 def require_redis() -> None:
     if shutil.which("redis-server") is None and not Path("/usr/bin/redis-server").exists():
-        raise bench.fail(
+        raise fail(
             "redis-server not found: the cluster benchmark starts its own on a free loopback "
             "port. Install Debian's redis-server (`scripts/setup --test` does: apt-get install "
             "redis-server)"
@@ -77,17 +90,15 @@ def cluster_config(folder: Path, redis: RedisServer) -> Path:
     """``bench/config.toml`` plus a ``[broker]`` on ``redis`` (same policy, same cookie)."""
     config = folder / "cluster.toml"
     config.write_text(
-        bench.CONFIG.read_text() + f'\n[broker]\nurl = "{redis.url}"\nprefix = "bench"\n',
+        CONFIG.read_text() + f'\n[broker]\nurl = "{redis.url}"\nprefix = "bench"\n',
         encoding="utf-8",
     )
     return config
 
 
-def gateway_spec(name: str, config: Path, *extra: str) -> bench.ServerSpec:
+def gateway_spec(name: str, config: Path, *extra: str) -> ServerSpec:
     argv = (sys.executable, "-m", "gateway", "serve", "--config", str(config), "--listen")
-    return bench.ServerSpec(
-        name, (*argv, f"{bench.HOST}:0", *extra), "/echo", "/echo-open", "/broadcast", True
-    )
+    return ServerSpec(name, (*argv, f"{HOST}:0", *extra), "/echo", "/echo-open", "/broadcast", True)
 
 
 def pin_all_threads(pid: int, cpus: set[int]) -> None:
@@ -98,15 +109,15 @@ def pin_all_threads(pid: int, cpus: set[int]) -> None:
             os.sched_setaffinity(int(task.name), cpus)
 
 
-def wait_broker_up(node: bench.RunningServer) -> None:
+def wait_broker_up(node: RunningServer) -> None:
     """Both of the node's Redis connections up (bounded): a dead broker fails loudly here
     instead of as fan-out time-outs."""
-    deadline = time.monotonic() + bench.START_TIMEOUT
+    deadline = time.monotonic() + START_TIMEOUT
     wanted = [BROKER_UP.format(kind) for kind in ("publish", "subscription")]
     while not all(w in node.log.read_text(errors="replace") for w in wanted):
         node.check_alive()
         if time.monotonic() > deadline:
-            raise bench.fail(f"{node.spec.name}: broker not connected:\n{bench.tail(node.log)}")
+            raise fail(f"{node.spec.name}: broker not connected:\n{tail(node.log)}")
         time.sleep(0.05)
 
 
@@ -116,12 +127,12 @@ def cpu_seconds(pid: int) -> float:
 
 @dataclasses.dataclass
 class Cluster:
-    nodes: list[bench.RunningServer]
+    nodes: list[RunningServer]
     redis: RedisServer
     report: Path  # the shim's split report
 
     @property
-    def view(self) -> bench.RunningServer:
+    def view(self) -> RunningServer:
         """The first node under the name "cluster": the loadgen's --url and --pid."""
         first = self.nodes[0]
         return dataclasses.replace(first, spec=dataclasses.replace(first.spec, name=CLUSTER))
@@ -134,7 +145,7 @@ class Cluster:
         options = f"{os.environ.get('NODE_OPTIONS', '')} --require {json.dumps(str(CLUSTER_SHIM))}"
         return {
             **policy,
-            "BENCH_SPLIT_HOSTS": ",".join(f"{bench.HOST}:{n.port}" for n in self.nodes),
+            "BENCH_SPLIT_HOSTS": ",".join(f"{HOST}:{n.port}" for n in self.nodes),
             "BENCH_SPLIT_REPORT": str(self.report),
             "BENCH_CPU_PIDS": ",".join(map(str, self.pids().values())),
             "NODE_OPTIONS": options.strip(),
@@ -149,19 +160,17 @@ class Cluster:
 
 @contextlib.contextmanager
 def started(
-    config: Path, redis: RedisServer, env: dict[str, str], pin: bench.Pinning, logdir: Path
-) -> Iterator[tuple[bench.RunningServer, Cluster]]:
+    config: Path, redis: RedisServer, env: dict[str, str], pin: Pinning, logdir: Path
+) -> Iterator[tuple[RunningServer, Cluster]]:
     """The single gateway and the two-node cluster, up until the block ends."""
     assert redis.proc is not None
     if pin.server:  # ("taskset", "-c", CPU): redis-server shares the gateways' core
         pin_all_threads(redis.proc.pid, {int(pin.server[-1])})
     with contextlib.ExitStack() as stack:
         stack.callback(pin_all_threads, redis.proc.pid, os.sched_getaffinity(0))
-        single = stack.enter_context(
-            bench.start_server(gateway_spec(SINGLE, bench.CONFIG), env, pin, logdir)
-        )
+        single = stack.enter_context(start_server(gateway_spec(SINGLE, CONFIG), env, pin, logdir))
         nodes = [
-            stack.enter_context(bench.start_server(gateway_spec(n, config), env, pin, logdir))
+            stack.enter_context(start_server(gateway_spec(n, config), env, pin, logdir))
             for n in NODES
         ]
         for node in nodes:
@@ -170,9 +179,7 @@ def started(
         yield single, Cluster(nodes, redis, logdir / "split.json")
 
 
-def fanout_rounds(
-    b: bench.Bench, single: bench.RunningServer, cluster: Cluster, rounds: int
-) -> None:
+def fanout_rounds(b: Bench, single: RunningServer, cluster: Cluster, rounds: int) -> None:
     """``rounds`` x (single, cluster), ABBA, through ``Bench.fanout`` on the running servers."""
     policy = dict(b.policy_env)
     view = cluster.view
@@ -212,16 +219,16 @@ def read_split(report: Path) -> dict[str, int]:
 # ---------------------------------------------------------------- the fan-out table
 
 
-def fanout_table(b: bench.Bench) -> tuple[list[str], bool]:
+def fanout_table(b: Bench) -> tuple[list[str], bool]:
     """The table's lines, and whether every figure the targets need is there."""
     p = b.params
-    figures: list[tuple[str, bench.Figure, str]] = [
-        ("deliveries / server CPU-s", bench.per_cpu("deliveries_per_s"), "deliveries"),
-        ("deliveries/s", bench.field("deliveries_per_s"), ""),
-        ("last subscriber p50, ms", bench.field("last_p50_ms"), ""),
-        ("last subscriber p99, ms", bench.field("last_p99_ms"), "p99"),
-        ("server CPU, % of a core", bench.field("server_cpu_pct"), ""),
-        ("loadgen CPU, % of a core", bench.field("client_cpu_pct"), ""),
+    figures: list[tuple[str, Figure, str]] = [
+        ("deliveries / server CPU-s", per_cpu("deliveries_per_s"), "deliveries"),
+        ("deliveries/s", field("deliveries_per_s"), ""),
+        ("last subscriber p50, ms", field("last_p50_ms"), ""),
+        ("last subscriber p99, ms", field("last_p99_ms"), "p99"),
+        ("server CPU, % of a core", field("server_cpu_pct"), ""),
+        ("loadgen CPU, % of a core", field("client_cpu_pct"), ""),
     ]
     header = [
         "figure (median)",
@@ -235,13 +242,13 @@ def fanout_table(b: bench.Bench) -> tuple[list[str], bool]:
     complete = True
     for metric, figure, target in figures:
         cells = {
-            name: bench.median_cell(bench.select(b.runs, name, "fanout", "ws"), figure)
+            name: median_cell(select(b.runs, name, "fanout", "ws"), figure)
             for name in (SINGLE, CLUSTER)
         }
         line = [metric]
         for name in (SINGLE, CLUSTER):
             cell = cells[name]
-            text = bench.fmt_value(cell.value)
+            text = fmt_value(cell.value)
             if cell.issue:
                 notes.append(f"{metric} / {name}: {cell.issue}")
                 text += f" [{len(notes)}]"
@@ -265,7 +272,7 @@ def fanout_table(b: bench.Bench) -> tuple[list[str], bool]:
     lines = [
         f"fan-out: {p.fanout_subs:,} subscribers of /broadcast x {p.fanout_messages} messages of "
         f"{p.fanout_size} B, 1 publisher, one message in flight; "
-        f"{len(bench.select(b.runs, SINGLE, 'fanout', 'ws'))} round(s), interleaved",
+        f"{len(select(b.runs, SINGLE, 'fanout', 'ws'))} round(s), interleaved",
         "",
         *markdown([header, *body]),
     ]
@@ -279,8 +286,8 @@ def fanout_table(b: bench.Bench) -> tuple[list[str], bool]:
     return lines, complete
 
 
-def cluster_notes(b: bench.Bench) -> list[str]:
-    runs = bench.select(b.runs, CLUSTER, "fanout", "ws")
+def cluster_notes(b: Bench) -> list[str]:
+    runs = select(b.runs, CLUSTER, "fanout", "ws")
     notes = [
         f"note: single = one gateway, no broker; cluster = {' + '.join(NODES)} (bench/config.toml "
         "+ [broker]) and one local redis-server; cluster CPU = both gateways + redis-server, "
@@ -325,16 +332,22 @@ def markdown(rows: Sequence[Sequence[str]]) -> list[str]:
 
 
 def handshake_rounds(
-    config: Path, env: dict[str, str], logdir: Path, rounds: int, count: int, concurrency: int
+    generator: loadgen.LoadGen,
+    config: Path,
+    env: dict[str, str],
+    logdir: Path,
+    rounds: int,
+    count: int,
+    concurrency: int,
 ) -> dict[int, list[dict[str, Any]]]:
     """``bench/workers.py``'s runs: 1 and 2 workers in turn, each round on fresh servers."""
     results: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
     for _ in range(rounds):
         for n in (1, 2):
             spec = gateway_spec(f"gateway-workers-{n}", config, "--workers", str(n))
-            with bench.start_server(spec, env, workers.UNPINNED, logdir) as server:
+            with start_server(spec, env, workers.UNPINNED, logdir) as server:
                 workers.wait_for_workers(server, n)
-                results[n].append(workers.handshakes(server, count, concurrency))
+                results[n].append(workers.handshakes(generator, server, count, concurrency))
     return results
 
 
@@ -350,12 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=3000, help="handshakes per workers run")
     parser.add_argument("--concurrency", type=int, default=50, help="handshakes in flight")
     parser.add_argument("--only", default=",".join(PARTS), help="comma-separated parts")
-    parser.add_argument(
-        "--loadgen",
-        type=Path,
-        default=Path(os.environ.get("BENCH_LOADGEN", bench.DEFAULT_LOADGEN_SRC)),
-        help="the shared bench folder with loadgen.js (default: %(default)s)",
-    )
+    loadgen.add_option(parser)
     parser.add_argument(
         "--quiet-below",
         type=float,
@@ -380,23 +388,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if min(args.subs, args.messages, args.rounds, args.count, args.concurrency) < 1:
         parser.error("--subs, --messages, --rounds, --count and --concurrency must be >= 1")
 
-    bench.interrupt_on_sigterm()
-    bench.check_python()
+    interrupt_on_sigterm()
+    check_python()
     require_redis()
-    bench.prepare_loadgen(Path(args.loadgen))
-    pin = bench.pinning()
-    logdir = bench.RESULTS / "cluster"
+    generator = loadgen.prepare(Path(args.loadgen))
+    pin = pinning()
+    logdir = RESULTS / "cluster"
     env = {**os.environ, "GATEWAY_SECRET": secrets.token_urlsafe(32), "PYTHONUNBUFFERED": "1"}
     env.pop("PYTHONSTARTUP", None)
-    policy = bench.policy_credentials(env, ROOT)
+    policy = policy_credentials(env, ROOT)
     params = dataclasses.replace(
-        bench.FULL, fanout_subs=args.subs, fanout_messages=args.messages, fanout_size=args.size
+        FULL, fanout_subs=args.subs, fanout_messages=args.messages, fanout_size=args.size
     )
-    b = bench.Bench(params, pin, env, policy, logdir, args.quiet_below, args.max_wait, 300.0)
-    source = bench.source_fingerprint(ROOT)
-    machine = bench.describe_machine(bench.machine_info(ROOT))
+    b = Bench(params, pin, env, policy, logdir, generator, args.quiet_below, args.max_wait, 300.0)
+    source = source_fingerprint(ROOT)
+    machine = describe_machine(machine_info(ROOT, generator))
     started_at = datetime.datetime.now(datetime.UTC)
-    bench.say(f"bench: cluster run on {machine}; logs in {logdir}")
+    say(f"bench: cluster run on {machine}; logs in {logdir}")
     out: list[str] = []
     handshakes: dict[int, list[dict[str, Any]]] = {}
     complete = True
@@ -408,13 +416,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         ):
             config = cluster_config(Path(tmp), redis)
             if "fanout" in parts:
-                bench.say(f"bench: --- fan-out, single vs cluster; {pin.note}")
+                say(f"bench: --- fan-out, single vs cluster; {pin.note}")
                 with started(config, redis, env, pin, logdir) as (single, cluster):
                     fanout_rounds(b, single, cluster, args.rounds)
             if "workers" in parts:
-                bench.say("bench: --- --workers 2 vs 1 handshakes")
+                say("bench: --- --workers 2 vs 1 handshakes")
                 handshakes = handshake_rounds(
-                    config, env, logdir, args.rounds, args.count, args.concurrency
+                    generator, config, env, logdir, args.rounds, args.count, args.concurrency
                 )
     except KeyboardInterrupt:
         interrupted = True
@@ -438,18 +446,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             "it cannot show what a second worker is worth on a bigger one):\n"
         )
         print(workers.table(handshakes, namespace))
-    if bench.source_fingerprint(ROOT) != source:
+    if source_fingerprint(ROOT) != source:
         out.append(
             "WARNING: the gateway's source (gateway/, plugins/) changed during the run; rerun on "
             "a tree nobody is editing"
         )
     for line in out:
         print(line)
-    bench.RESULTS.mkdir(parents=True, exist_ok=True)
-    (bench.RESULTS / "cluster.json").write_text(
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "cluster.json").write_text(
         json.dumps({"machine": machine, "runs": b.runs, "handshakes": handshakes}, indent=1) + "\n"
     )
-    bench.say(f"bench: every run in {bench.RESULTS / 'cluster.json'}")
+    say(f"bench: every run in {RESULTS / 'cluster.json'}")
     if interrupted:
         return 130
     return 0 if complete and not any(r.get("issue") for r in b.runs) else 1

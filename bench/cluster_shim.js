@@ -1,6 +1,6 @@
 'use strict';
 // Preloaded into the load generator by bench/cluster.py (through NODE_OPTIONS="--require ...",
-// beside ws_headers_shim.js) so the shared loadgen's unchanged `fanout` scenario drives a
+// beside ws_headers_shim.js) so the loadgen's unchanged `fanout` scenario drives a
 // cluster of gateways instead of one server:
 //   BENCH_SPLIT_HOSTS   "127.0.0.1:P1,127.0.0.1:P2": the WebSocket connections go to these
 //                       hosts in turn (connection i to host i % k, path kept), so N subscribers

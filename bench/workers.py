@@ -5,7 +5,7 @@
 
 Both gateways run ``bench/config.toml`` plus a ``[broker]`` on a local ``redis-server``
 (started here; more than one worker needs one, and the single process gets it too so both
-pay the same per-process broker cost).  The shared Node load generator (``loadgen.js
+pay the same per-process broker cost).  The Node load generator (``loadgen.js
 handshake --raw`` on ``/echo-open``, as ``bench/run.py``) opens and closes ``--count``
 connections, ``--concurrency`` at a time.  Rounds alternate 1, 2, 1, 2... so machine noise
 hits both alike; the table gives medians, gateway CPU (supervisor and workers added up, from
@@ -38,12 +38,15 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path[:0] = [str(BENCH), str(ROOT)]
 
-import run as bench  # noqa: E402  (bench/run.py: loadgen set-up, server start and stop)
+from harness import loadgen  # noqa: E402  (bench/harness/: the pieces bench/run.py is made of)
+from harness.common import CONFIG, RESULTS, say, tail  # noqa: E402
+from harness.machine import Pinning, raise_nofile  # noqa: E402
+from harness.servers import HOST, START_TIMEOUT, RunningServer, ServerSpec, start_server  # noqa: E402
 
 from tests.support.redis_server import RedisServer  # noqa: E402
 
 READY = re.compile(r"\[worker \d+ pid \d+\] listening on")
-UNPINNED = bench.Pinning((), (), "nothing pinned: two workers need both cores")
+UNPINNED = Pinning((), (), "nothing pinned: two workers need both cores")
 
 
 def tree_cpu_seconds(pid: int) -> float:
@@ -64,24 +67,26 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
-def wait_for_workers(server: bench.RunningServer, workers: int) -> None:
+def wait_for_workers(server: RunningServer, workers: int) -> None:
     """The supervisor logs its address before its workers start: wait until each of them
     logs its own, so the run does not time their start-up."""
     if workers == 1:
         return
-    deadline = time.monotonic() + bench.START_TIMEOUT
+    deadline = time.monotonic() + START_TIMEOUT
     while len(READY.findall(server.log.read_text(errors="replace"))) < workers:
         server.check_alive()
         if time.monotonic() > deadline:
-            raise SystemExit(f"bench: {workers} workers not listening:\n{bench.tail(server.log)}")
+            raise SystemExit(f"bench: {workers} workers not listening:\n{tail(server.log)}")
         time.sleep(0.05)
 
 
-def handshakes(server: bench.RunningServer, count: int, concurrency: int) -> dict[str, Any]:
+def handshakes(
+    generator: loadgen.LoadGen, server: RunningServer, count: int, concurrency: int
+) -> dict[str, Any]:
     """One loadgen handshake run; its JSON result plus the gateway's CPU seconds."""
     argv = [
         "node",
-        str(bench.CACHE / "loadgen.js"),
+        str(generator.script),
         "handshake",
         "--url",
         server.url("/echo-open"),
@@ -96,7 +101,7 @@ def handshakes(server: bench.RunningServer, count: int, concurrency: int) -> dic
     cpu_before = tree_cpu_seconds(server.pid)
     done = subprocess.run(
         argv,
-        cwd=bench.CACHE,
+        cwd=generator.dir,
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -110,7 +115,7 @@ def handshakes(server: bench.RunningServer, count: int, concurrency: int) -> dic
         raise SystemExit(f"bench: loadgen gave no result (exit {done.returncode}):\n{done.stderr}")
     result: dict[str, Any] = json.loads(lines[-1])
     result["gateway_cpu_s"] = round(cpu, 3)
-    bench.say(done.stderr.strip())
+    say(done.stderr.strip())
     return result
 
 
@@ -119,15 +124,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=3000, help="handshakes per run")
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of 1 and 2")
-    parser.add_argument(
-        "--loadgen",
-        type=Path,
-        default=Path(os.environ.get("BENCH_LOADGEN", bench.DEFAULT_LOADGEN_SRC)),
-        help="the shared bench folder with loadgen.js (default: %(default)s)",
-    )
+    loadgen.add_option(parser)
     args = parser.parse_args(argv)
-    bench.prepare_loadgen(args.loadgen)
-    bench.raise_nofile()
+    generator = loadgen.prepare(Path(args.loadgen))
+    raise_nofile()
     env = {**os.environ, "GATEWAY_SECRET": secrets.token_urlsafe(32), "PYTHONUNBUFFERED": "1"}
     results: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
     with (
@@ -136,18 +136,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     ):
         config = Path(tmp) / "config.toml"
         config.write_text(
-            bench.CONFIG.read_text() + f'\n[broker]\nurl = "{redis.url}"\n', encoding="utf-8"
+            CONFIG.read_text() + f'\n[broker]\nurl = "{redis.url}"\n', encoding="utf-8"
         )
         for _ in range(args.rounds):
             for workers in (1, 2):
                 command = [sys.executable, "-m", "gateway", "serve", "--config", str(config)]
-                command += ["--listen", f"{bench.HOST}:0", "--workers", str(workers)]
+                command += ["--listen", f"{HOST}:0", "--workers", str(workers)]
                 name = f"gateway-workers-{workers}"
-                spec = bench.ServerSpec(name, tuple(command), "/echo", "/echo-open", "", False)
-                logdir = bench.RESULTS / "workers"
-                with bench.start_server(spec, env, UNPINNED, logdir) as server:
+                spec = ServerSpec(name, tuple(command), "/echo", "/echo-open", "", False)
+                logdir = RESULTS / "workers"
+                with start_server(spec, env, UNPINNED, logdir) as server:
                     wait_for_workers(server, workers)
-                    results[workers].append(handshakes(server, args.count, args.concurrency))
+                    result = handshakes(generator, server, args.count, args.concurrency)
+                    results[workers].append(result)
     print(table(results, args))
     return 0
 

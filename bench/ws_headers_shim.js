@@ -1,6 +1,6 @@
 'use strict';
-// Preloaded into the load generator (`node -r bench/ws_headers_shim.js loadgen.js ...`) so the
-// shared loadgen stays untouched: wraps `require('ws')`'s WebSocket constructor to add the
+// Preloaded into the load generator (`node -r bench/ws_headers_shim.js loadgen.js ...`) so
+// loadgen.js stays as every earlier figure was measured with: wraps `require('ws')`'s WebSocket constructor to add the
 // handshake headers the gateway's policy path needs (the loadgen's `ws` client sends none).
 //   BENCH_COOKIE  a whole Cookie header value, e.g. "gateway_session=v1.k0...."
 //   BENCH_ORIGIN  an Origin header value, e.g. "https://bench.example"

@@ -1,5 +1,5 @@
 'use strict';
-// Baseline 3: Node's `ws` (the npm package the load generator uses, from bench/.loadgen) with
+// Baseline 3: Node's `ws` (the npm package the load generator uses, from bench/loadgen) with
 // the benchmark's two paths, written the way its README shows:
 //   /echo       every message sent back (text as text, binary as binary)
 //   /broadcast  every message sent to every open connection of the path (`client.send` to
@@ -7,14 +7,14 @@
 // Compression off (the `ws` default), maxPayload 2 MiB (the large scenario echoes 1 MiB);
 // any other path gets its socket destroyed. Everything else is the library's default.
 //
-//   node bench/baselines/node_ws_server.js --listen 127.0.0.1:0     (cwd: bench/.loadgen)
+//   node bench/baselines/node_ws_server.js --listen 127.0.0.1:0     (cwd: bench/loadgen)
 //
 // logs `listening on http://HOST:PORT` on stderr, like `gateway serve`; SIGTERM/SIGINT stop it.
 const http = require('http');
 const path = require('path');
 
-// `ws` is installed next to the load generator (bench/.loadgen, the run's cwd).
-const WebSocket = require(require.resolve('ws', { paths: [process.cwd(), path.join(__dirname, '..', '.loadgen')] }));
+// `ws` is installed next to the load generator (bench/loadgen, or --loadgen DIR: the run's cwd).
+const WebSocket = require(require.resolve('ws', { paths: [process.cwd(), path.join(__dirname, '..', 'loadgen')] }));
 
 const MAX_PAYLOAD = 2 * 1024 * 1024;
 
