@@ -11,5 +11,5 @@
 - ``report``: the tables (every server, issue 13's comparison, every run);
 - ``results``: what a run prints, and ``bench/results/latest.json`` / ``latest.md``;
 - ``profiling``: py-spy attached to the gateway under one scenario's load;
-- ``cli``: ``bench/run.py``'s options, the run, what it prints and writes.
+- ``cli``: ``bench/run.py``'s options, the run, and the notes on how far to trust it.
 """
