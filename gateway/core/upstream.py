@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from urllib.parse import urlsplit
 
 # RFC 3986 §3.2.2 reg-name (letters, digits, '-', '.') or IPv4, or an IPv6 literal in brackets.
@@ -24,11 +25,16 @@ class Upstream:
     host: str
     port: int
 
-    @property
+    @cached_property
     def authority(self) -> str:
         """``host:port`` as it appears in a ``Host`` header (RFC 9110 §7.2); IPv6 in brackets."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
+
+    @cached_property
+    def authority_bytes(self) -> bytes:
+        """:attr:`authority` as the proxy's ``Host`` field value (once, not per request)."""
+        return self.authority.encode("ascii")
 
     def __str__(self) -> str:
         return f"http://{self.authority}"

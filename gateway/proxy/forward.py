@@ -35,7 +35,7 @@ import h11
 import trio
 
 from gateway.config.schema import ProxyConfig
-from gateway.core.decisions import Proxy, Reject
+from gateway.core.decisions import REASONS, Proxy, Reject
 from gateway.errors import UpstreamError
 from gateway.log import RateLimit
 from gateway.proxy import headers as rules
@@ -47,14 +47,17 @@ from gateway.proxy.body import (
     Refused,
     read_whole,
 )
-from gateway.proxy.client import UpstreamConnection
+from gateway.proxy.client import UpstreamConnection, request_state
 from gateway.proxy.pool import Pools
-from gateway.wire import Wire, count_sent, fields, http_date, response_head
+from gateway.wire import Wire, count_sent, fields, http_date
 
 __all__ = ["ClientGone", "ClientSide", "ProxyRuntime", "Refused", "forward"]
 
 log = logging.getLogger("gateway.proxy")
 
+
+# The relayed status line: the upstream's status, our reason phrase (RFC 9112 §4: optional).
+_STATUS_LINES = {status: b"HTTP/1.1 %d %s" % (status, r) for status, r in REASONS.items()}
 
 # A full disk must not flood the log once per request.
 _spool_failed = RateLimit(burst=1, interval=60.0)
@@ -124,23 +127,26 @@ async def forward(
     config = runtime.config
     client.method, client.version = request.method, request.http_version
     request_fields = fields(request.headers)  # one pass over h11's fields, then a list
-    length = rules.request_framing(request_fields)
+    length, chunked = rules.body_framing(request_fields)
     if length is not None and length > config.max_body_size:
         # nginx's client_max_body_size: refuse before any byte goes upstream.
         raise Refused(TOO_LARGE)
-    has_body = length != 0 and (length is not None or _chunked(request_fields))
+    has_body = length != 0 and (length is not None or chunked)
     buffered: BufferedBody | None = None
     if has_body and decision.request_buffering:
         buffered = await _buffer(client, config)
     try:
-        outgoing = _outgoing(client, request, request_fields, decision, runtime, buffered)
+        head = _outgoing(client, request, request_fields, decision, runtime, buffered)
+        if buffered is not None:
+            length, chunked = buffered.size, False  # the length is known now
+        state = request_state(request.method, length, chunked)
         started = trio.current_time()  # the upstream's latency includes connecting to it
         pool = runtime.pools[decision.upstream]
         up = await pool.acquire()
         completed = False
         try:
             exchange = _Exchange(client, up, config, buffered, started)
-            await exchange.start(outgoing)
+            await exchange.start(head, state)
             await exchange.run()
             completed = True
             return exchange.body_done and not exchange.close_client
@@ -189,28 +195,26 @@ def _outgoing(
     decision: Proxy,
     runtime: ProxyRuntime,
     buffered: BufferedBody | None,
-) -> h11.Request:
+) -> bytes:
+    """The request head to send upstream, serialised here (see
+    :meth:`UpstreamConnection.send_request` for why not by h11)."""
+    peer = client.peer
+    trusted = runtime.trusted
     headers = rules.request_headers(
         request_fields,
-        rules.Client(client.peer, rules.is_trusted(client.peer, runtime.trusted), client.secure),
+        rules.Client(peer, rules.is_trusted(peer, trusted), client.secure),
         http_version=request.http_version,
-        upstream_authority=decision.upstream.authority,
+        upstream_authority=decision.upstream.authority_bytes,
         preserve_host=runtime.config.preserve_host,
+        # Buffered, the length is known: a chunked upload goes upstream with Content-Length
+        # (as nginx does), and the expectation was ours to answer.
+        body_length=None if buffered is None else buffered.size,
     )
-    if buffered is not None:
-        # The length is known now: a chunked upload goes upstream with Content-Length (as
-        # nginx does), and the expectation was ours to answer.
-        headers = [
-            (n, v)
-            for n, v in headers
-            if n not in (b"content-length", b"transfer-encoding", b"expect")
-        ]
-        headers.append((b"content-length", str(buffered.size).encode()))
-    return h11.Request(method=request.method, target=request.target, headers=headers)
-
-
-def _chunked(headers: rules.Headers) -> bool:
-    return any(n == b"transfer-encoding" for n, _ in headers)
+    try:
+        # h11 parsed the method and target (a token, visible ASCII) and every field but ours.
+        return rules.head(b"%s %s HTTP/1.1" % (request.method, request.target), headers)
+    except ValueError:  # cannot happen for what h11 accepted; still never sent
+        raise Refused(Reject(400, "request head could not be forwarded", close=True)) from None
 
 
 async def _send_client(client: ClientSide, event: h11.Event, config: ProxyConfig) -> None:
@@ -267,26 +271,23 @@ class _Exchange:
         if buffered is None:
             self._look_ahead()  # a request without a body is complete right away
 
-    async def start(self, outgoing: h11.Request) -> None:
+    async def start(self, head: bytes, state: h11.Request) -> None:
         """Send the request head, and with it the body when that is already whole and in
         memory (one write for the common small request)."""
         buffered = self.buffered
         if buffered is not None and buffered.file is None:
             body = bytes(buffered.memory)
-            events: list[h11.Event] = [outgoing]
             if body:
-                events.append(h11.Data(data=body))
                 self.up.carried_body = True
-            events.append(h11.EndOfMessage())
-            await self.up.send(*events)
+            await self.up.send_request(head, state, body, end=True)
             self.sent_up = len(body)
             self._pump_needed = False
         elif buffered is None and self.body_done:
-            await self.up.send(outgoing, h11.EndOfMessage())  # no body: no pump
+            await self.up.send_request(head, state, end=True)  # no body: no pump
             self._pending = None
             self._pump_needed = False
         else:
-            await self.up.send(outgoing)
+            await self.up.send_request(head, state)
 
     async def run(self) -> None:
         """Run the pump (if any body is left to send) and the responder; re-raise the first
@@ -398,7 +399,7 @@ class _Exchange:
         if self.close_client:
             headers.append((b"connection", b"close"))
         try:
-            head = response_head(status, headers)
+            head = rules.head(_STATUS_LINES.get(status) or b"HTTP/1.1 %d " % status, headers)
         except ValueError:  # h11 parsed these fields, so this cannot happen; still never sent
             raise UpstreamError("upstream response head could not be relayed") from None
         # The head (written here, not by h11: the client's h11 starts afresh for the next

@@ -20,12 +20,14 @@ Requests (client -> upstream), :func:`request_headers`:
   gateway`` appended (RFC 9110 §7.6.3).
 
 Responses (upstream -> client), :func:`response_headers`: hop-by-hop and ``Connection``-named
-fields removed, ``Content-Length`` dropped when the upstream used a transfer coding (h11 then
-re-frames), ``Via`` appended, ``Date`` added when missing (RFC 9110 §6.6.1).
+fields removed, ``Content-Length`` dropped when the upstream used a transfer coding (the relay
+re-frames), ``Via`` appended, ``Date`` added when missing (RFC 9110 §6.6.1).  :func:`head`
+serialises either head, refusing any field that could split it.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -121,10 +123,28 @@ def request_framing(headers: Headers) -> int | None:
     The front door and h11 have already refused ambiguous framing (CL with TE, conflicting
     CLs, a TE other than ``chunked``: RFC 9112 §6.1, §6.3), so at most one value counts.
     """
+    return body_framing(headers)[0]
+
+
+def body_framing(headers: Headers) -> tuple[int | None, bool]:
+    """:func:`request_framing` and whether the body is chunked, in one pass."""
+    length: int | None = None
+    chunked = False
     for name, value in headers:
         if name == b"content-length":
-            return int(value.split(b",")[0])
-    return None
+            if length is None:
+                length = int(value.split(b",")[0])
+        elif name == b"transfer-encoding":
+            chunked = True
+    return length, chunked
+
+
+# Every request field a rule applies to besides the two below (``_`` in the name, the client
+# identity fields): one set lookup per field tells the usual field, passed on as is.
+_REQUEST_RULED = HOP_BY_HOP | _OURS | {b"expect"}
+# The same for responses: hop-by-hop fields, and those the proxy rewrites or reads.
+_RESPONSE_RULED = HOP_BY_HOP | {b"content-length", b"via", b"date"}
+_RESPONSE_KEEP = frozenset({b"content-length", b"via"})  # never removed by Connection
 
 
 def request_headers(
@@ -132,78 +152,182 @@ def request_headers(
     client: Client,
     *,
     http_version: bytes,
-    upstream_authority: str,
+    upstream_authority: str | bytes,
     preserve_host: bool = True,
+    body_length: int | None = None,
 ) -> HeaderList:
     """The header fields to send upstream for a client request with ``headers``.
 
     Framing: ``Content-Length`` when the client sent one, ``Transfer-Encoding: chunked`` when
     it sent a chunked body (RFC 9112 §6.3: otherwise there is no body and neither is sent).
+    ``body_length``: the body was read whole (buffered) and has this length: it goes with
+    ``Content-Length`` whatever the client's framing was, and ``Expect`` is dropped (the
+    gateway answered it).
+
+    One pass over the fields (they are many, the rules few): the usual field costs one set
+    lookup; what the rules need (Host, framing, the forwarding fields, Via, the names
+    ``Connection`` lists) is gathered on the way.
     """
-    host = _single(headers, b"host")
-    kept = [
-        (n, v)
-        for n, v in strip_hop_by_hop(headers, keep=_OURS)
-        if n not in _OURS and b"_" not in n and (client.trusted or n not in CLIENT_IDENTITY)
-    ]
-    out: HeaderList = []
-    out.append((b"host", host if preserve_host and host else upstream_authority.encode()))
-    out.extend(kept)
-    length = request_framing(headers)
-    if length is not None:
-        out.append((b"content-length", str(length).encode()))
-    elif any(n == b"transfer-encoding" for n, _ in headers):
+    trusted = client.trusted
+    kept: HeaderList = []
+    hosts: list[bytes] = []
+    length: bytes | None = None
+    chunked = False
+    named: set[bytes] | None = None
+    chain: list[bytes] = []  # X-Forwarded-For, from a trusted proxy
+    protos: list[bytes] = []
+    fwd_hosts: list[bytes] = []
+    forwarded: HeaderList = []
+    vias: list[bytes] = []
+    for field in headers:
+        name = field[0]
+        if name in _REQUEST_RULED:
+            value = field[1]
+            if name == b"host":
+                hosts.append(value)
+            elif name == b"content-length":
+                if length is None:
+                    length = value
+            elif name == b"transfer-encoding":
+                chunked = True
+            elif name == b"connection":
+                named = _connection_tokens(value, named)
+            elif name == b"via":
+                vias.append(value)
+            elif name == b"expect":
+                if body_length is None:
+                    kept.append(field)
+            elif trusted:
+                if name == b"x-forwarded-for":
+                    chain.append(value)
+                elif name == b"x-forwarded-proto":
+                    protos.append(value)
+                elif name == b"x-forwarded-host":
+                    fwd_hosts.append(value)
+                elif name == b"forwarded":
+                    forwarded.append(field)
+            # any other: hop-by-hop, gone
+        elif b"_" in name or (not trusted and name in CLIENT_IDENTITY):
+            continue
+        else:
+            kept.append(field)
+    if named:
+        # Fields the proxy writes itself are never removed this way (_OURS).
+        kept = [f for f in kept if f[0] not in named]
+    host = hosts[0] if len(hosts) == 1 else None
+    if preserve_host and host:
+        out: HeaderList = [(b"host", host)]
+    else:
+        authority = upstream_authority
+        out = [(b"host", authority if isinstance(authority, bytes) else authority.encode())]
+    out += kept
+    if body_length is not None:
+        out.append((b"content-length", b"%d" % body_length))
+    elif length is not None:
+        out.append((b"content-length", b"%d" % int(length.split(b",")[0])))
+    elif chunked:
         out.append((b"transfer-encoding", b"chunked"))
-    out.extend(_forwarded(headers, client, host))
-    out.append((b"via", _via(headers, http_version)))
+    # Who the client is (X-Forwarded-*, Forwarded): ours, or a trusted proxy's plus ours.
+    before = _join(chain)
+    if client.peer is not None:
+        peer = client.peer.encode("ascii")
+        out.append((b"x-forwarded-for", before + b", " + peer if before else peer))
+    elif before:
+        out.append((b"x-forwarded-for", before))
+    proto = protos[0] if len(protos) == 1 else None
+    if proto != b"http" and proto != b"https":
+        proto = b"https" if client.secure else b"http"
+    out.append((b"x-forwarded-proto", proto))
+    fwd_host = fwd_hosts[0] if len(fwd_hosts) == 1 else None
+    if fwd_host or host:
+        out.append((b"x-forwarded-host", fwd_host or host or b""))
+    if forwarded:
+        out += forwarded
+    out.append((b"via", _via(vias, http_version)))
     return out
 
 
 def response_headers(headers: Headers, *, http_version: bytes, date: bytes) -> HeaderList:
-    """The header fields to send the client for an upstream response with ``headers``."""
-    chunked = any(n == b"transfer-encoding" for n, _ in headers)
-    out = [
-        (n, v)
-        for n, v in strip_hop_by_hop(headers, keep=frozenset({b"content-length", b"via"}))
-        if n != b"via" and not (chunked and n == b"content-length")
-    ]
-    if not any(n == b"date" for n, _ in out):
-        out.append((b"date", date))
-    out.append((b"via", _via(headers, http_version)))
-    return out
+    """The header fields to send the client for an upstream response with ``headers``.
 
-
-def _single(headers: Headers, name: bytes) -> bytes | None:
-    found = [v for n, v in headers if n == name]
-    return found[0] if len(found) == 1 else None
-
-
-def _joined(headers: Headers, name: bytes) -> bytes:
-    return b", ".join(v.strip() for n, v in headers if n == name and v.strip())
-
-
-def _forwarded(headers: Headers, client: Client, host: bytes | None) -> HeaderList:
+    One pass, as :func:`request_headers`; a second only in the rare cases that need one (a
+    ``Connection`` naming fields, both ``Content-Length`` and ``Transfer-Encoding``)."""
     out: HeaderList = []
-    chain = _joined(headers, b"x-forwarded-for") if client.trusted else b""
-    if client.peer is not None:
-        peer = client.peer.encode("ascii")
-        out.append((b"x-forwarded-for", chain + b", " + peer if chain else peer))
-    elif chain:
-        out.append((b"x-forwarded-for", chain))
-    proto = _single(headers, b"x-forwarded-proto") if client.trusted else None
-    if proto not in (b"http", b"https"):
-        proto = b"https" if client.secure else b"http"
-    out.append((b"x-forwarded-proto", proto))
-    fwd_host = _single(headers, b"x-forwarded-host") if client.trusted else None
-    if fwd_host or host:
-        out.append((b"x-forwarded-host", fwd_host or host or b""))
-    if client.trusted:
-        out.extend((n, v) for n, v in headers if n == b"forwarded")
+    named: set[bytes] | None = None
+    vias: list[bytes] = []
+    chunked = has_length = has_date = False
+    for field in headers:
+        name = field[0]
+        if name in _RESPONSE_RULED:
+            if name == b"content-length":
+                has_length = True
+                out.append(field)
+            elif name == b"date":
+                has_date = True
+                out.append(field)
+            elif name == b"via":
+                vias.append(field[1])
+            elif name == b"transfer-encoding":
+                chunked = True
+            elif name == b"connection":
+                named = _connection_tokens(field[1], named)
+            # any other: hop-by-hop, gone
+        else:
+            out.append(field)
+    if named:
+        named -= _RESPONSE_KEEP
+        if named:
+            out = [f for f in out if f[0] not in named]
+            has_date = has_date and b"date" not in named
+    if chunked and has_length:
+        # The upstream's transfer coding wins (RFC 9112 §6.3); the relay frames anew.
+        out = [f for f in out if f[0] != b"content-length"]
+    if not has_date:
+        out.append((b"date", date))
+    out.append((b"via", _via(vias, http_version)))
     return out
 
 
-def _via(headers: Headers, http_version: bytes) -> bytes:
+def head(start_line: bytes, fields: Headers) -> bytes:
+    """``start_line`` (without its CRLF), the fields and the empty line, as bytes.
+
+    Raises :class:`ValueError` when a CR, LF or NUL hides anywhere in the pieces (one could
+    split the head, or smuggle a second one: RFC 9110 §5.5, RFC 9112 §2.2), or a name is not
+    a token.  The fields came from h11's parser (which checked each) or from the rules above;
+    this last check before they go out looks at the whole head at once (a few scans in C)
+    instead of running a regular expression per field."""
+    parts = [start_line, b"\r\n"]
+    for name, value in fields:
+        parts += (name, b": ", value, b"\r\n")
+    parts.append(b"\r\n")
+    data = b"".join(parts)
+    lines = len(fields) + 2
+    if (
+        data.count(b"\n") != lines
+        or data.count(b"\r") != lines
+        or b"\0" in data
+        or b"\n: " in data  # an empty name
+        or _NOT_TCHAR.search(b"-".join(parts[2:-1:4]))  # the names, each a token (§5.6.2)
+    ):
+        raise ValueError("unsendable head: a CR, LF or NUL inside a field, or a bad name")
+    return data
+
+
+_NOT_TCHAR = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")  # RFC 9110 §5.6.2 tchar
+
+
+def _connection_tokens(value: bytes, named: set[bytes] | None) -> set[bytes]:
+    tokens = named if named is not None else set()
+    tokens.update(t for t in (p.strip().lower() for p in value.split(b",")) if t)
+    return tokens
+
+
+def _join(values: list[bytes]) -> bytes:
+    return b", ".join(s for s in (v.strip() for v in values) if s)
+
+
+def _via(before: list[bytes], http_version: bytes) -> bytes:
     # RFC 9110 §7.6.3: the received protocol version, then our pseudonym, appended.
     ours = http_version + b" " + VIA_NAME
-    before = _joined(headers, b"via")
-    return before + b", " + ours if before else ours
+    joined = _join(before)
+    return joined + b", " + ours if joined else ours

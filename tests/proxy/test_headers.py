@@ -5,9 +5,12 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.proxy.headers import (
     Client,
+    head,
     is_trusted,
     parse_networks,
     request_framing,
@@ -262,3 +265,112 @@ def test_client_identity_fields_from_a_trusted_proxy_are_kept() -> None:
 def test_a_connection_header_cannot_shield_an_identity_field() -> None:
     out = req([(b"host", b"site"), (b"connection", b"x-real-ip"), (b"x-real-ip", b"6.6.6.6")])
     assert b"x-real-ip" not in [n for n, _ in out]
+
+
+# -- one pass: the rules hold for any mix of fields ------------------------------------------
+
+_NAMES = st.sampled_from(
+    [
+        b"host",
+        b"connection",
+        b"transfer-encoding",
+        b"te",
+        b"upgrade",
+        b"keep-alive",
+        b"proxy-authorization",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"forwarded",
+        b"via",
+        b"expect",
+        b"date",
+        b"x-real-ip",
+        b"x_forwarded_for",
+        b"x-a",
+        b"x-b",
+        b"cookie",
+    ]
+)
+_VALUES = st.sampled_from([b"1", b"x-a", b"close, x-b", b"chunked", b"10.0.0.1", b" ", b"https"])
+_FIELDS = st.lists(
+    st.tuples(_NAMES, _VALUES)
+    # h11 holds Content-Length to digits (and the front door refuses it with chunked)
+    | st.tuples(st.just(b"content-length"), st.sampled_from([b"0", b"5"])),
+    max_size=12,
+)
+
+
+@given(_FIELDS, st.booleans(), st.sampled_from([None, 0, 7]))
+def test_request_rules_hold_for_any_fields(fields: H, trusted: bool, buffered: int | None) -> None:
+    client = Client("198.51.100.9", trusted=trusted)
+    out = request_headers(
+        fields, client, http_version=b"1.1", upstream_authority="up:1", body_length=buffered
+    )
+    names = [n for n, _ in out]
+    named = {t.strip().lower() for n, v in fields if n == b"connection" for t in v.split(b",")}
+    ours = {b"host", b"content-length", b"x-forwarded-for", b"x-forwarded-proto", b"via"}
+    assert out[0][0] == b"host" and names.count(b"host") == 1
+    assert not set(names) & {n for n in HOP if n != b"transfer-encoding"}
+    assert all(b"_" not in n for n in names)
+    for name in names:  # Connection removes what it names, never the fields the proxy writes
+        assert name not in named or name in ours | {b"x-forwarded-host", b"forwarded"}
+    assert get(out, b"x-forwarded-for")[-1].endswith(b"198.51.100.9")
+    assert len(get(out, b"via")) == 1 and get(out, b"via")[0].endswith(b"1.1 gateway")
+    if not trusted:
+        assert b"x-real-ip" not in names and b"forwarded" not in names
+        assert get(out, b"x-forwarded-for") == [b"198.51.100.9"]
+    framing = [f for f in out if f[0] in (b"content-length", b"transfer-encoding")]
+    if buffered is not None:
+        assert framing == [(b"content-length", str(buffered).encode())]
+        assert b"expect" not in names
+    else:
+        assert len(framing) <= 1
+    assert head(b"GET / HTTP/1.1", out).count(b"\r\n") == len(out) + 2
+
+
+@given(_FIELDS)
+def test_response_rules_hold_for_any_fields(fields: H) -> None:
+    out = response_headers(fields, http_version=b"1.1", date=b"NOW")
+    names = [n for n, _ in out]
+    named = {t.strip().lower() for n, v in fields if n == b"connection" for t in v.split(b",")}
+    assert not set(names) & set(HOP)
+    assert names.count(b"via") == 1 and names[-1] == b"via"
+    assert names.count(b"date") >= 1  # the upstream's, or ours when it sent none
+    if b"date" in named:
+        assert get(out, b"date") == [b"NOW"]
+    for name in names:
+        assert name not in named or name in (b"content-length", b"via", b"date")
+    if any(n == b"transfer-encoding" for n, _ in fields):
+        assert b"content-length" not in names
+    kept = [f for f in fields if f[0] not in set(HOP) | named | {b"via"}]
+    assert [f for f in out if f[0] not in (b"via", b"date", b"content-length")] == [
+        f for f in kept if f[0] not in (b"date", b"content-length")
+    ]
+
+
+# -- the serialised head ---------------------------------------------------------------------
+
+
+def test_head_is_the_start_line_the_fields_and_an_empty_line() -> None:
+    fields = [(b"host", b"a"), (b"x-b", b"c d")]
+    assert head(b"GET /x HTTP/1.1", fields) == b"GET /x HTTP/1.1\r\nhost: a\r\nx-b: c d\r\n\r\n"
+    assert head(b"HTTP/1.1 204 No Content", []) == b"HTTP/1.1 204 No Content\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        (b"x-a", b"1\r\nx-b: 2"),  # a field smuggled in a value
+        (b"x-a", b"1\n"),
+        (b"x-a", b"\r"),
+        (b"x-a", b"a\x00b"),
+        (b"x a", b"1"),  # names are tokens (RFC 9110 §5.6.2)
+        (b"x:a", b"1"),
+        (b"", b"1"),
+        (b"x\r\nb", b"1"),
+    ],
+)
+def test_head_refuses_a_field_that_could_split_it(field: tuple[bytes, bytes]) -> None:
+    with pytest.raises(ValueError, match="unsendable"):
+        head(b"GET / HTTP/1.1", [(b"host", b"a"), field, (b"x-z", b"9")])
