@@ -14,7 +14,8 @@ from gateway.broker import envelope, names
 from gateway.broker.shell import Broker, backoff
 from gateway.broker.subscriptions import Route
 from gateway.config.schema import BrokerConfig
-from tests.support.redis_server import RedisServer, free_port
+from tests.support.ports import free_port
+from tests.support.redis_server import RedisServer
 
 ROOM = Route("g", "chat", "lobby")
 STEP = 5.0  # seconds: no single step may take longer

@@ -1,4 +1,5 @@
-"""Fixtures for the browser tests: a real gateway subprocess and a headless Chromium.
+"""Fixtures for the browser tests: a real gateway subprocess
+(:class:`tests.support.gateway_process.GatewayProcess`) and a headless Chromium.
 
 Playwright's *sync* API is used on purpose: the suite runs with pytest-trio's ``trio_mode``, and
 plain ``def`` tests stay outside trio, so Playwright's own event loop never meets trio's.
@@ -10,20 +11,16 @@ another server; it must print ``listening on http://HOST:PORT`` to stderr like t
 from __future__ import annotations
 
 import os
-import re
 import shlex
-import signal
-import subprocess
-import sys
-import threading
 from collections.abc import Generator, Iterator
 from pathlib import Path
-from typing import IO
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.gateway_config import REPO
+from tests.support.gateway_process import GatewayProcess
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",  # containers and CI often run as root, where the sandbox cannot start
@@ -34,110 +31,25 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-STARTUP_DEADLINE = 20.0  # seconds until the gateway must have logged its address
-STOP_TIMEOUT = 15.0  # seconds between SIGTERM and SIGKILL
 TIMEOUT_MS = 10_000  # every Playwright action and assertion; no test may hang
-LISTENING = re.compile(r"listening on (http://\S+)")
 
 
-class Gateway:
-    """A gateway subprocess whose stderr is drained by a thread, so the pipe never fills."""
-
-    def __init__(self, cmd: list[str]) -> None:
-        self.cmd = cmd
-        self.lines: list[str] = []
-        self.url: str | None = None
-        self._found = threading.Event()
-        self._eof = False
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(
-            cmd,
-            cwd=REPO,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-        )
-        assert self.proc.stderr is not None
-        self._reader = threading.Thread(
-            target=self._drain, args=(self.proc.stderr,), name="gateway-stderr", daemon=True
-        )
-        self._reader.start()
-
-    def _drain(self, stream: IO[str]) -> None:
-        # Runs until EOF (the process exited), long after the address was found.
-        for line in stream:
-            self.lines.append(line.rstrip("\n"))
-            if self.url is None and (m := LISTENING.search(line)):
-                self.url = m.group(1).rstrip("/")
-                self._found.set()
-        self._eof = True
-        self._found.set()  # EOF: wake the waiter so it reports the failure at once
-
-    def wait_ready(self, timeout: float) -> str:
-        """The base URL once logged; fail with the log if it is not within ``timeout``."""
-        self._found.wait(timeout)
-        if self.url is None:
-            if self._eof:
-                try:
-                    why = f"exited with status {self.proc.wait(STOP_TIMEOUT)}"
-                except subprocess.TimeoutExpired:
-                    why = "closed its stderr without logging 'listening on http://...'"
-            else:
-                why = f"did not log 'listening on http://...' within {timeout:.0f} s"
-            self.stop()
-            pytest.fail(f"gateway {why}: {shlex.join(self.cmd)}\n{self.log()}", pytrace=False)
-        return self.url
-
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL if it has not exited after ``STOP_TIMEOUT``."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.lines.append(f"[conftest] no exit {STOP_TIMEOUT:.0f} s after SIGTERM: killed")
-                self.proc.kill()
-                self.proc.wait()
-        self._reader.join(5)
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()  # an open pipe would be a ResourceWarning, i.e. an error
-
-    def log(self) -> str:
-        return "\n".join(self.lines[-200:]) or "(no output)"
-
-
-def gateway_command() -> list[str]:
+def start_gateway() -> GatewayProcess:
+    """``GATEWAY_TEST_CMD`` split as a shell would, or ``gateway serve`` on config.toml."""
     override = os.environ.get("GATEWAY_TEST_CMD")
     if override:
-        return shlex.split(override)
-    return [
-        sys.executable,
-        "-m",
-        "gateway",
-        "serve",
-        "--config",
-        str(REPO / "config.toml"),
-        "--listen",
-        "127.0.0.1:0",
-    ]
+        return GatewayProcess(command=shlex.split(override))
+    return GatewayProcess.serve(REPO / "config.toml")
 
 
 @pytest.fixture(scope="package")
-def gateway() -> Iterator[Gateway]:
-    server = Gateway(gateway_command())
-    try:
-        server.wait_ready(STARTUP_DEADLINE)
+def gateway() -> Iterator[GatewayProcess]:
+    with start_gateway() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="package")
-def gateway_url(gateway: Gateway) -> str:
+def gateway_url(gateway: GatewayProcess) -> str:
     """Base URL of the running gateway, e.g. ``http://127.0.0.1:41234`` (no trailing slash)."""
     assert gateway.url is not None
     return gateway.url
@@ -194,6 +106,6 @@ def pytest_runtest_makereport(
     report = yield
     funcargs: dict[str, object] = getattr(item, "funcargs", {})
     server = funcargs.get("gateway")
-    if report.failed and isinstance(server, Gateway):
+    if report.failed and isinstance(server, GatewayProcess):
         report.sections.append(("gateway log", server.log()))
     return report

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import BrowserContext, Page, expect
 
-from tests.browser.conftest import REPO, STARTUP_DEADLINE, Gateway, gateway_command
+from tests.support.gateway_config import REPO
+from tests.support.gateway_process import GatewayProcess
 
 pytestmark = pytest.mark.browser
 
@@ -88,13 +89,9 @@ def time_server(
     text = text.replace(static, f"static_root = {str(REPO / 'examples' / 'public')!r}")
     config = Path(tmp_path_factory.mktemp("classic")) / "config.toml"
     config.write_text(text, encoding="utf-8")
-    cmd = gateway_command()
-    cmd[cmd.index("--config") + 1] = str(config)
-    server = Gateway(cmd)
-    try:
-        yield server.wait_ready(STARTUP_DEADLINE), FAST_INTERVAL
-    finally:
-        server.stop()
+    with GatewayProcess.serve(config) as server:
+        assert server.url is not None
+        yield server.url, FAST_INTERVAL
 
 
 def test_time_page_opens_ticks_and_closes(page: Page, time_server: tuple[str, float]) -> None:

@@ -4,14 +4,14 @@ share the room through one real redis-server (``[broker]``)."""
 from __future__ import annotations
 
 import json
-import sys
 import uuid
 from collections.abc import Iterator
 
 import pytest
 from playwright.sync_api import BrowserContext, expect
 
-from tests.browser.conftest import REPO, STARTUP_DEADLINE, Gateway
+from tests.support.gateway_config import REPO
+from tests.support.gateway_process import GatewayProcess
 from tests.support.pages import open_chat, say, unique
 from tests.support.redis_server import RedisServer
 
@@ -34,11 +34,9 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]
             'use = "plugins.chat:Chat"\n',
             encoding="utf-8",
         )
-        cmd = [sys.executable, "-m", "gateway", "serve", "--config", str(config)]
-        a = Gateway([*cmd, "--listen", "127.0.0.1:0"])
-        b = Gateway([*cmd, "--listen", "127.0.0.1:0"])
+        a, b = GatewayProcess.serve(config), GatewayProcess.serve(config)
         try:
-            yield a.wait_ready(STARTUP_DEADLINE), b.wait_ready(STARTUP_DEADLINE)
+            yield a.wait_ready(), b.wait_ready()
         finally:
             a.stop()
             b.stop()

@@ -8,39 +8,28 @@ OS picked for the first start and reused for the second.
 from __future__ import annotations
 
 import re
-import sys
 import uuid
 from collections.abc import Iterator
 
 import pytest
 from playwright.sync_api import BrowserContext, expect
 
-from tests.browser.conftest import REPO, STARTUP_DEADLINE, Gateway
+from tests.support.gateway_config import REPO
+from tests.support.gateway_process import GatewayProcess
 
 pytestmark = pytest.mark.browser
 
 WAITING = re.compile(r"reconnecting in \d+ s")
 
 
-def start(port: int) -> Gateway:
-    server = Gateway(
-        [
-            sys.executable,
-            "-m",
-            "gateway",
-            "serve",
-            "--config",
-            str(REPO / "config.toml"),
-            "--listen",
-            f"127.0.0.1:{port}",
-        ]
-    )
-    server.wait_ready(STARTUP_DEADLINE)
+def start(port: int) -> GatewayProcess:
+    server = GatewayProcess.serve(REPO / "config.toml", listen=f"127.0.0.1:{port}")
+    server.wait_ready()
     return server
 
 
 @pytest.fixture
-def restartable() -> Iterator[list[Gateway]]:
+def restartable() -> Iterator[list[GatewayProcess]]:
     """A list holding the running gateway (tests replace it); every one is stopped at the end."""
     started = [start(0)]
     try:
@@ -50,13 +39,8 @@ def restartable() -> Iterator[list[Gateway]]:
             server.stop()
 
 
-def port_of(server: Gateway) -> int:
-    assert server.url is not None
-    return int(server.url.rsplit(":", 1)[1])
-
-
 def test_chat_reconnects_after_a_restart(
-    context: BrowserContext, restartable: list[Gateway]
+    context: BrowserContext, restartable: list[GatewayProcess]
 ) -> None:
     first = restartable[0]
     room = f"restart-{uuid.uuid4().hex[:8]}"
@@ -80,7 +64,7 @@ def test_chat_reconnects_after_a_restart(
     expect(feed).to_contain_text("connection lost", timeout=15_000)
     expect(status).to_have_text(WAITING)
 
-    restartable.append(start(port_of(first)))
+    restartable.append(start(first.port))
     expect(status).to_have_text("connected", timeout=20_000)  # back-off: at most a few s here
     expect(members).to_have_text("1")
     expect(page.locator("#send")).to_be_enabled()
@@ -91,7 +75,7 @@ def test_chat_reconnects_after_a_restart(
 
 
 def test_clock_reconnects_after_a_restart(
-    context: BrowserContext, restartable: list[Gateway]
+    context: BrowserContext, restartable: list[GatewayProcess]
 ) -> None:
     first = restartable[0]
     page = context.new_page()
@@ -102,7 +86,7 @@ def test_clock_reconnects_after_a_restart(
     expect(status).to_have_text(WAITING)
     expect(status).to_contain_text("disconnected:")
     expect(page.locator("#reconnect")).to_be_enabled()  # or now, by hand
-    restartable.append(start(port_of(first)))
+    restartable.append(start(first.port))
     expect(status).to_have_text("connected", timeout=20_000)
     ticks = page.locator("#ticks")
     before = int(ticks.inner_text())

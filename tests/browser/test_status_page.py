@@ -4,7 +4,6 @@ WebSocket, while another tab holds WebSockets on ``/echo`` and fetches through t
 from __future__ import annotations
 
 import re
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,9 +11,10 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import BrowserContext, Page, expect
 
-from tests.browser.conftest import STARTUP_DEADLINE, Gateway
-from tests.integration.conftest import config_data, write_config
-from tests.integration.proxy_support import running_upstream
+from tests.support.gateway_config import config_data
+from tests.support.gateway_process import GatewayProcess
+from tests.support.timeouts import STARTUP_DEADLINE
+from tests.support.upstream import running_upstream
 
 pytestmark = pytest.mark.browser
 
@@ -22,25 +22,20 @@ ADMIN_LINE = re.compile(r"admin on (http://\S+)")
 
 
 @pytest.fixture(scope="module")
-def gateway_with_admin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+def gateway_with_admin() -> Iterator[tuple[str, str]]:
     """(public URL, admin URL) of a gateway subprocess with ``[admin]`` and a proxy route."""
-    folder = tmp_path_factory.mktemp("status")
     with running_upstream() as upstream:
-        config = folder / "config.toml"
-        write_config(config, config_data({"admin.listen": "127.0.0.1:0"}))
-        with config.open("a", encoding="utf-8") as f:  # an array of tables: written by hand
-            f.write(f'\n[[proxy.routes]]\nprefix = "/api"\nupstream = "{upstream.url}"\n')
-        command = [sys.executable, "-m", "gateway", "serve", "--config", str(config)]
-        server = Gateway([*command, "--listen", "127.0.0.1:0"])
-        try:
-            url = server.wait_ready(STARTUP_DEADLINE)
+        changes = {
+            "admin.listen": "127.0.0.1:0",
+            "proxy.routes": [{"prefix": "/api", "upstream": upstream.url}],
+        }
+        with GatewayProcess.serve(config_data(changes)) as server:
+            assert server.url is not None
             deadline = time.monotonic() + STARTUP_DEADLINE
             while not (found := [m[1] for line in server.lines if (m := ADMIN_LINE.search(line))]):
                 assert time.monotonic() < deadline, server.log()
                 time.sleep(0.05)
-            yield url, found[0]
-        finally:
-            server.stop()
+            yield server.url, found[0]
 
 
 def open_sockets(page: Page, count: int) -> None:

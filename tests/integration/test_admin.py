@@ -9,39 +9,36 @@ from pathlib import Path
 import trio
 import trio_websocket
 
-from tests.integration.conftest import (
-    TIMEOUT,
-    GatewayProcess,
-    config_data,
-    new_key,
-    upgrade_headers,
-    write_config,
-    ws_client,
-)
-from tests.support.admin import admin_gateway, get, scrape, value
+from tests.support.admin import admin_gateway, scrape, value
+from tests.support.gateway_config import config_data, write_config
+from tests.support.gateway_process import GatewayProcess
+from tests.support.http_client import fetch
+from tests.support.in_process import ws_client
+from tests.support.raw_http import new_key, upgrade_headers
+from tests.support.timeouts import TIMEOUT
 
 
 async def test_the_status_page_and_its_headers(nursery: trio.Nursery) -> None:
     async with admin_gateway(nursery) as gw:
-        page = await get(gw.admin_url, "/")
+        page = await fetch(gw.admin_url, "/")
         assert page.status == 200
-        assert page.headers["content-type"] == "text/html; charset=utf-8"
-        assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+        assert page.header("content-type") == "text/html; charset=utf-8"
+        assert "frame-ancestors 'none'" in (page.header("content-security-policy") or "")
         assert b"new WebSocket" in page.body and b"/live" in page.body
-        head = await get(gw.admin_url, "/", method="HEAD")
+        head = await fetch(gw.admin_url, "/", method="HEAD")
         assert head.status == 200 and head.body == b""
-        assert (await get(gw.admin_url, "/nope")).status == 404
-        assert (await get(gw.admin_url, "/metrics", method="POST")).status == 405
+        assert (await fetch(gw.admin_url, "/nope")).status == 404
+        assert (await fetch(gw.admin_url, "/metrics", method="POST")).status == 405
         # The status page is not on the public port either.
-        assert (await get(gw.running.url, "/live")).status == 404
+        assert (await fetch(gw.running.url, "/live")).status == 404
 
 
 async def test_openmetrics_when_asked(nursery: trio.Nursery) -> None:
     async with admin_gateway(nursery) as gw:
         accept = [("Accept", "application/openmetrics-text; version=1.0.0")]
-        reply = await get(gw.admin_url, "/metrics", accept)
+        reply = await fetch(gw.admin_url, "/metrics", accept)
         assert reply.status == 200
-        assert reply.headers["content-type"].startswith("application/openmetrics-text")
+        assert (reply.header("content-type") or "").startswith("application/openmetrics-text")
         assert reply.body.rstrip().endswith(b"# EOF")
 
 
@@ -85,23 +82,25 @@ async def test_the_live_feed_refuses_other_origins(nursery: trio.Nursery) -> Non
     """Cross-site WebSocket hijacking: a page elsewhere cannot read the feed."""
     async with admin_gateway(nursery) as gw:
         handshake = upgrade_headers(new_key())
-        foreign = await get(gw.admin_url, "/live", [*handshake, ("Origin", "http://evil.example")])
+        foreign = await fetch(
+            gw.admin_url, "/live", [*handshake, ("Origin", "http://evil.example")]
+        )
         assert foreign.status == 403
-        broken = await get(gw.admin_url, "/live", handshake[:2])  # no key, no version
+        broken = await fetch(gw.admin_url, "/live", handshake[:2])  # no key, no version
         assert broken.status in (400, 426)
-        elsewhere = await get(gw.admin_url, "/metrics", handshake)
+        elsewhere = await fetch(gw.admin_url, "/metrics", handshake)
         assert elsewhere.status == 404
 
 
 def test_serve_without_admin_has_no_admin_listener(tmp_path: Path) -> None:
     config = write_config(tmp_path / "config.toml", config_data())
-    process = GatewayProcess(["serve", "--config", str(config), "--listen", "127.0.0.1:0"])
+    process = GatewayProcess.serve(config)
     try:
         url = process.wait_ready()
 
         async def check() -> None:
-            assert (await get(url, "/metrics")).status == 404
-            assert (await get(url, "/healthz")).status == 200  # served, and still no admin
+            assert (await fetch(url, "/metrics")).status == 404
+            assert (await fetch(url, "/healthz")).status == 200  # served, and still no admin
 
         trio.run(check)
         assert not any("admin on" in line for line in process.lines)
@@ -111,7 +110,7 @@ def test_serve_without_admin_has_no_admin_listener(tmp_path: Path) -> None:
 
 def test_serve_with_admin(tmp_path: Path) -> None:
     config = write_config(tmp_path / "config.toml", config_data({"admin.listen": "127.0.0.1:0"}))
-    process = GatewayProcess(["serve", "--config", str(config), "--listen", "127.0.0.1:0"])
+    process = GatewayProcess.serve(config)
     try:
         url = process.wait_ready()
 
@@ -125,7 +124,7 @@ def test_serve_with_admin(tmp_path: Path) -> None:
             assert admin != url
             families = await scrape(admin)
             assert value(families, "gateway_mount_info", mount="echo", path="/echo") == 1
-            assert (await get(url, "/metrics")).status == 404
+            assert (await fetch(url, "/metrics")).status == 404
 
         trio.run(check)
     finally:

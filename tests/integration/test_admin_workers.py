@@ -11,9 +11,10 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.conftest import TIMEOUT, GatewayProcess
 from tests.support.admin import value
+from tests.support.gateway_process import GatewayProcess
 from tests.support.redis_server import RedisServer, redis_server  # noqa: F401
+from tests.support.timeouts import TIMEOUT
 from tests.support.workers import (
     run,
     sessions_on,

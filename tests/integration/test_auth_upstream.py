@@ -11,7 +11,9 @@ import trio_websocket
 
 from gateway.api import Session, WebSocketConnection
 from gateway.testing import serve
-from tests.integration.legacy import LegacyServer, free_port, http, login, run_legacy_site
+from tests.support.http_client import fetch
+from tests.support.legacy_site import LegacyServer, login, run_legacy_site
+from tests.support.ports import free_port
 
 WHOAMI = "tests.integration.test_auth_upstream:whoami"
 
@@ -54,7 +56,7 @@ async def test_logout_takes_effect_at_once_without_a_cache(legacy: LegacyServer)
     async with serve(WHOAMI, "/live", websocket=upstream_auth(legacy)) as gw:
         async with gw.connect("/live", headers={"Cookie": cookie}) as ws:
             assert await ws.get_message() == "'bob'"
-        await http(legacy.port, "POST", "/logout", [("Cookie", cookie)])
+        await fetch(legacy.url, "/logout", [("Cookie", cookie)], method="POST")
         with pytest.raises(trio_websocket.ConnectionRejected) as info:
             async with gw.connect("/live", headers={"Cookie": cookie}):
                 pass
@@ -67,7 +69,7 @@ async def test_with_a_cache_a_logout_waits_for_the_ttl(legacy: LegacyServer) -> 
     async with serve(WHOAMI, "/live", websocket=settings) as gw:
         async with gw.connect("/live", headers={"Cookie": cookie}) as ws:
             assert await ws.get_message() == "'cy'"
-        await http(legacy.port, "POST", "/logout", [("Cookie", cookie)])
+        await fetch(legacy.url, "/logout", [("Cookie", cookie)], method="POST")
         async with gw.connect("/live", headers={"Cookie": cookie}) as ws:
             assert await ws.get_message() == "'cy'"  # the cached answer, documented
 

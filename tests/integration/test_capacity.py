@@ -4,51 +4,29 @@ details of a graceful shutdown."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import AsyncExitStack
-from pathlib import Path
-from typing import IO
 
 import pytest
 import trio
 import trio_websocket
 
-from tests.integration.conftest import (
-    LISTENING,
-    OP_CLOSE,
-    OP_TEXT,
-    REPO,
-    STOP_TIMEOUT,
-    TIMEOUT,
-    GatewayFactory,
+from tests.support.gateway_config import config_data
+from tests.support.gateway_process import GatewayProcess
+from tests.support.in_process import GatewayFactory, serve_with_shutdown, wait_until, ws_client
+from tests.support.raw_http import (
     RawClient,
-    config_data,
-    expected_accept,
+    handshake,
     new_key,
     raw_connection,
     request,
-    serve_with_shutdown,
     upgrade_headers,
-    wait_until,
-    write_config,
-    ws_client,
 )
+from tests.support.timeouts import TIMEOUT
+from tests.support.ws_frames import CLOSE, TEXT
 
 # --------------------------------------------------------------------------- helpers
-
-
-async def handshake(client: RawClient, path: str) -> None:
-    """A WebSocket handshake by hand; the client is then a WebSocket peer."""
-    key = new_key()
-    await client.send(request("GET", path, upgrade_headers(key)))
-    response = await client.read_response()
-    assert response.status == 101, response
-    assert response.header("sec-websocket-accept") == expected_accept(key)
 
 
 async def health(client: RawClient, path: str = "/healthz") -> int:
@@ -137,84 +115,11 @@ async def test_mount_cap_holds_for_concurrent_handshakes(start_gateway: GatewayF
 # --------------------------------------------------------------------------- EMFILE
 
 FD_LIMIT = 64
-# Sets the file-descriptor limit in the child itself, then runs ``python -m gateway``: no
-# preexec_fn (which is unsafe in a process with threads, as pytest-trio's).
-_BOOT = (
-    "import resource, runpy, sys\n"
-    "limit = int(sys.argv.pop(1))\n"
-    "resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))\n"
-    "sys.argv[0] = 'gateway'\n"
-    "runpy.run_module('gateway', run_name='__main__', alter_sys=True)\n"
-)
 EMFILE_LOG = re.compile(r"accept failed \(EMFILE\); retrying in 0\.1s")
 
 
-class LimitedGateway:
-    """``python -m gateway ARGS`` with ``RLIMIT_NOFILE`` set to ``fd_limit``; stderr is
-    drained by a thread (as :class:`tests.integration.conftest.GatewayProcess`, which cannot
-    set a limit)."""
-
-    def __init__(self, args: Sequence[str], fd_limit: int) -> None:
-        self.lines: list[str] = []
-        self.url: str | None = None
-        self._found = threading.Event()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", _BOOT, str(fd_limit), *args],
-            cwd=REPO,
-            env=_environ(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-        )
-        assert self.proc.stderr is not None
-        self._reader = threading.Thread(target=self._drain, args=(self.proc.stderr,), daemon=True)
-        self._reader.start()
-
-    def _drain(self, stream: IO[str]) -> None:
-        for line in stream:
-            self.lines.append(line.rstrip("\n"))
-            if self.url is None and (m := LISTENING.search(line)):
-                self.url = m.group(1)
-                self._found.set()
-        self._found.set()
-
-    def wait_ready(self, timeout: float = 20.0) -> tuple[str, int]:
-        self._found.wait(timeout)
-        assert self.url is not None, f"the gateway did not start:\n{self.log()}"
-        host, port = self.url.removeprefix("http://").rsplit(":", 1)
-        return host, int(port)
-
-    def count(self, pattern: re.Pattern[str]) -> int:
-        return sum(1 for line in list(self.lines) if pattern.search(line))
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._reader.join(5)
-        assert self.proc.stderr is not None
-        self.proc.stderr.close()
-        return self.proc.returncode
-
-    def log(self) -> str:
-        return "\n".join(self.lines[-60:]) or "(no output)"
-
-
-def _environ() -> dict[str, str]:
-    environ = {k: v for k, v in os.environ.items() if k != "GATEWAY_SECRET"}
-    environ["PYTHONUNBUFFERED"] = "1"
-    return environ
-
-
 async def _wait_for(
-    predicate: Callable[[], bool], what: str, timeout: float, log: LimitedGateway
+    predicate: Callable[[], bool], what: str, timeout: float, log: GatewayProcess
 ) -> None:
     deadline = trio.current_time() + timeout
     while not predicate():
@@ -223,13 +128,11 @@ async def _wait_for(
         await trio.sleep(0.02)
 
 
-async def test_accept_loop_survives_emfile(tmp_path: Path) -> None:
-    config = write_config(tmp_path / "config.toml", config_data({"http.head_timeout": 60.0}))
-    gateway = LimitedGateway(
-        ["serve", "--config", str(config), "--listen", "127.0.0.1:0"], FD_LIMIT
-    )
+async def test_accept_loop_survives_emfile() -> None:
+    gateway = GatewayProcess.serve(config_data({"http.head_timeout": 60.0}), fd_limit=FD_LIMIT)
     try:
-        host, port = await trio.to_thread.run_sync(gateway.wait_ready)
+        await trio.to_thread.run_sync(gateway.wait_ready)
+        host, port = gateway.host, gateway.port
         with trio.fail_after(30):
             async with AsyncExitStack() as stack:
                 clients: list[RawClient] = []
@@ -242,7 +145,7 @@ async def test_accept_loop_survives_emfile(tmp_path: Path) -> None:
                 await _wait_for(
                     lambda: gateway.count(EMFILE_LOG) >= 2, "accept failed (EMFILE)", 10, gateway
                 )
-                assert gateway.proc.poll() is None, gateway.log()
+                assert gateway.poll() is None, gateway.log()
                 # Out of descriptors, the connections it already has are still served.
                 assert await health(clients[0]) == 200
                 assert gateway.count(EMFILE_LOG) >= 2
@@ -254,7 +157,7 @@ async def test_accept_loop_survives_emfile(tmp_path: Path) -> None:
                     assert await health(fresh) == 200
                     assert await health(fresh, "/readyz") == 200
             assert trio.current_time() - started < 3
-            assert gateway.proc.poll() is None, gateway.log()
+            assert gateway.poll() is None, gateway.log()
             assert not any("Traceback" in line for line in gateway.lines), gateway.log()
     finally:
         code = await trio.to_thread.run_sync(gateway.stop)
@@ -336,8 +239,8 @@ async def test_graceful_shutdown(nursery: trio.Nursery) -> None:
             assert app.connections == 0
 
             frames = await read_frames_until_eof(stuck)
-            assert frames[:3] == [(OP_TEXT, f"queued {i}".encode()) for i in range(3)]
-            assert frames[3:] == [(OP_CLOSE, b"\x03\xe9server shutting down")]
+            assert frames[:3] == [(TEXT, f"queued {i}".encode()) for i in range(3)]
+            assert frames[3:] == [(CLOSE, b"\x03\xe9server shutting down")]
 
 
 async def test_drain_delay_keeps_accepting_but_refuses(nursery: trio.Nursery) -> None:

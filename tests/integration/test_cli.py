@@ -14,14 +14,10 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from gateway.core import cookies
-from tests.integration.conftest import (
-    TEST_SECRET,
-    TIMEOUT,
-    GatewayProcess,
-    config_data,
-    write_config,
-)
 from tests.support.cli import EXIT_CONFIG, cli
+from tests.support.gateway_config import TEST_SECRET, config_data, write_config
+from tests.support.gateway_process import GatewayProcess
+from tests.support.timeouts import TIMEOUT
 
 
 def test_check_accepts_the_shipped_config() -> None:

@@ -13,21 +13,18 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import pytest
 import trio
 
-from tests.integration.conftest import (
-    OP_TEXT,
-    TIMEOUT,
-    GatewayFactory,
+from tests.support.in_process import GatewayFactory, Running, wait_until
+from tests.support.raw_http import (
     RawClient,
     Response,
-    Running,
     expected_accept,
-    masked_frame,
     new_key,
     request,
     upgrade_headers,
-    wait_until,
 )
-from tests.integration.proxy_support import UpstreamProcess
+from tests.support.timeouts import TIMEOUT
+from tests.support.upstream import UpstreamProcess
+from tests.support.ws_frames import TEXT, masked_frame
 
 ONE = "127.0.0.1"
 TWO = "127.0.0.2"  # on Linux all of 127.0.0.0/8 is the loopback interface
@@ -55,8 +52,8 @@ async def upgrade(
 
 async def echoes(client: RawClient) -> None:
     """The WebSocket on ``client`` is served: a message comes back."""
-    await client.send(masked_frame(OP_TEXT, b"still served"))
-    assert await client.read_frame() == (OP_TEXT, True, b"still served")
+    await client.send(masked_frame(TEXT, b"still served"))
+    assert await client.read_frame() == (TEXT, True, b"still served")
 
 
 def limit_lines(caplog: pytest.LogCaptureFixture) -> list[str]:

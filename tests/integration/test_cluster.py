@@ -16,7 +16,8 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosedError
 
-from tests.integration.conftest import GatewayProcess, write_config
+from tests.support.gateway_config import write_config
+from tests.support.gateway_process import GatewayProcess
 from tests.support.redis_server import RedisServer
 
 T = TypeVar("T")
@@ -65,7 +66,7 @@ def nodes(tmp_path: Path, redis: RedisServer) -> Iterator[list[GatewayProcess]]:
     with ExitStack() as stack:
         started = []
         for _ in range(3):
-            node = GatewayProcess(["serve", "--config", str(config), "--listen", "127.0.0.1:0"])
+            node = GatewayProcess.serve(config)
             stack.callback(node.stop)
             started.append(node)
         for node in started:
@@ -235,7 +236,7 @@ def test_redis_down_at_start_serves_locally_and_required_holds_readyz(tmp_path: 
     data = cluster_config(redis.url, "start")
     data["broker"]["required"] = True
     config = write_config(tmp_path / "cluster.toml", data)
-    node = GatewayProcess(["serve", "--config", str(config), "--listen", "127.0.0.1:0"])
+    node = GatewayProcess.serve(config)
     try:
         url = node.wait_ready()
 

@@ -11,17 +11,10 @@ import pytest
 import trio
 from websockets.sync.client import connect
 
-from tests.integration.conftest import (
-    TIMEOUT,
-    GatewayFactory,
-    RawClient,
-    Running,
-    new_key,
-    raw_connection,
-    request,
-    upgrade_headers,
-    wait_until,
-)
+from tests.support.in_process import GatewayFactory, Running, wait_until
+from tests.support.raw_http import RawClient, new_key, raw_connection, request, upgrade_headers
+from tests.support.timeouts import TIMEOUT
+from tests.support.ws_frames import BINARY, RSV1, TEXT, masked_frame
 from tests.support.ws_upstream import scripted_upstream
 
 MiB = 1024 * 1024
@@ -35,15 +28,6 @@ DEFLATE_ECHO = {"plugins.echo.compression": "deflate", "plugins.echo.max_message
 def deflate(data: bytes) -> bytes:
     z = zlib.compressobj(wbits=-15)
     return (z.compress(data) + z.flush(zlib.Z_SYNC_FLUSH))[:-4]
-
-
-def masked(first: int, payload: bytes) -> bytes:
-    mask = b"\x01\x02\x03\x04"
-    n = len(payload)
-    head = bytes([first]) + (
-        bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + n.to_bytes(2, "big")
-    )
-    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
 async def test_websockets_client_negotiates_and_round_trips(start_gateway: GatewayFactory) -> None:
@@ -89,7 +73,7 @@ async def test_server_frames_are_compressed_with_rsv1(start_gateway: GatewayFact
             assert response.status == 101
             assert response.header("sec-websocket-extensions") == "permessage-deflate"
             message = b"compress me " * 500
-            await client.send(masked(0xC2, deflate(message)))  # FIN + RSV1 + binary
+            await client.send(masked_frame(BINARY, deflate(message), rsv=RSV1))
             b0, b1 = await client.receive_exactly(2)
             assert b0 == 0xC2  # the echo comes back compressed
             length = b1 & 0x7F
@@ -108,7 +92,7 @@ async def test_a_compression_bomb_is_closed_with_1009(start_gateway: GatewayFact
             assert (await client.read_response()).status == 101
             bomb = deflate(b"\x00" * 50_000_000)  # ~50 KB on the wire, 50 MB inflated
             assert len(bomb) < 60_000
-            await client.send(masked(0xC2, bomb))
+            await client.send(masked_frame(BINARY, bomb, rsv=RSV1))
             opcode, _fin, payload = await client.read_frame()
             assert opcode == 0x8
             assert int.from_bytes(payload[:2], "big") == 1009
@@ -177,7 +161,7 @@ async def test_a_client_inflating_too_fast_is_closed_1008_and_others_stay_served
 
                 nursery.start_soon(watch)
                 nursery.start_soon(probe)
-                frame = masked(0xC2, payload)
+                frame = masked_frame(BINARY, payload, rsv=RSV1)
                 # 300 MB inflated (bombs) or 30 MB (stream): far past any sane budget.
                 for sent in range(1, 301):  # noqa: B007  (reported on failure)
                     if stop.is_set():
@@ -231,7 +215,7 @@ async def test_memory_stays_bounded_when_a_relay_upstream_stops_reading(
             async def attack(client: RawClient) -> None:
                 with trio.move_on_after(1.5):
                     for _ in range(40):  # 40 MB inflated, 40 KB on the wire
-                        await client.send(masked(0xC2, BOMB))
+                        await client.send(masked_frame(BINARY, BOMB, rsv=RSV1))
                     codes.append(await close_code(client))
                     return
                 codes.append(None)  # still open after 1.5 s: pushed back, not closed
@@ -269,7 +253,7 @@ async def test_a_handler_that_does_not_read_holds_inbound_queue_bytes_not_what_i
     burst = b""
     for i in range(count):
         body = z.compress(bytes([i]) * size) + z.flush(zlib.Z_SYNC_FLUSH)
-        burst += masked(0xC2, body[:-4])
+        burst += masked_frame(BINARY, body[:-4], rsv=RSV1)
     async with start_gateway(changes) as gw, raw_connection(gw) as client:
         tap = gw.app.mounts["tap"].plugin.instance
         assert isinstance(tap, Tap)
@@ -285,7 +269,7 @@ async def test_a_handler_that_does_not_read_holds_inbound_queue_bytes_not_what_i
             finally:
                 tracemalloc.stop()
             tap.opened.set()
-            await client.send(masked(0x81, b"total?"))
+            await client.send(masked_frame(TEXT, b"total?"))
             opcode, _fin, payload = await client.read_frame()
     assert (opcode, payload) == (0x1, str(count * size).encode())
     # inbound_queue_bytes + one message crossing it + one being inflated, and the burst's

@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import trio
 
-from tests.integration.conftest import (
-    TIMEOUT,
-    new_key,
-    raw_connection,
-    request,
-    serve_with_shutdown,
-    upgrade_headers,
-)
+from tests.support.in_process import serve_with_shutdown
+from tests.support.raw_http import new_key, raw_connection, request, upgrade_headers
+from tests.support.timeouts import TIMEOUT
 
 
 async def test_drain_delay_fails_readiness_then_stops_accepting(nursery: trio.Nursery) -> None:

@@ -6,9 +6,7 @@ is not allowed before anything else, DNS-rebinding upgrades included (item 8).""
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,20 +14,12 @@ import trio
 
 from gateway.core import frontdoor
 from gateway.core.decisions import Decision
-from tests.integration.conftest import (
-    REPO,
-    TIMEOUT,
-    GatewayFactory,
-    Response,
-    Running,
-    config_data,
-    new_key,
-    raw_connection,
-    request,
-    upgrade_headers,
-    write_config,
-)
-from tests.integration.proxy_support import UpstreamProcess
+from tests.support.cli import cli
+from tests.support.gateway_config import config_data, write_config
+from tests.support.in_process import GatewayFactory, Running
+from tests.support.raw_http import Response, new_key, raw_connection, request, upgrade_headers
+from tests.support.timeouts import TIMEOUT
+from tests.support.upstream import UpstreamProcess
 
 
 async def exchange(gw: Running, data: bytes) -> tuple[Response, bytes | None]:
@@ -201,17 +191,7 @@ async def test_a_configured_hosts_list(start_gateway: GatewayFactory) -> None:
 
 def check(tmp_path: Path, changes: dict[str, object]) -> subprocess.CompletedProcess[str]:
     config = write_config(tmp_path / "config.toml", config_data(changes))
-    environ = {k: v for k, v in os.environ.items() if k != "GATEWAY_SECRET"}
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", "check", "--config", str(config)],
-        cwd=REPO,
-        env=environ,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    return cli("check", "--config", str(config))
 
 
 def test_check_warns_when_hosts_is_unset_on_a_public_address(tmp_path: Path) -> None:

@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import trio
 
-from tests.integration.conftest import (
-    TIMEOUT,
-    GatewayFactory,
+from tests.support.in_process import GatewayFactory
+from tests.support.raw_http import (
     expected_accept,
     new_key,
     raw_connection,
     request,
     upgrade_headers,
 )
+from tests.support.timeouts import TIMEOUT
 
 # Short enough for a quick test, and the keep-alive idle time is well above it.
 CHANGES = {"websocket.handshake_timeout": 0.5, "http.keepalive_timeout": 5.0}

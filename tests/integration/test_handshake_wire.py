@@ -13,23 +13,19 @@ import pytest
 import trio
 
 from gateway.core import cookies
-from tests.integration.conftest import (
-    OP_CLOSE,
-    OP_TEXT,
-    TEST_SECRET,
-    TIMEOUT,
-    GatewayFactory,
+from tests.integration.wire_plugins import Spy
+from tests.support.gateway_config import TEST_SECRET
+from tests.support.in_process import GatewayFactory, Running, wait_until
+from tests.support.raw_http import (
     Response,
-    Running,
     expected_accept,
-    masked_frame,
     new_key,
     raw_connection,
     request,
     upgrade_headers,
-    wait_until,
 )
-from tests.integration.wire_plugins import Spy
+from tests.support.timeouts import TIMEOUT
+from tests.support.ws_frames import CLOSE, TEXT, masked_frame
 
 SPY_PATH = "/spy/x"
 
@@ -81,8 +77,8 @@ async def test_spy_records_a_real_upgrade(gateway: Running) -> None:
         async with raw_connection(gateway) as client:
             await client.send(request("GET", SPY_PATH, upgrade_headers(new_key())))
             assert (await client.read_response()).status == 101
-            await client.send(masked_frame(OP_TEXT, b"ping"))
-            assert await client.read_frame() == (OP_TEXT, True, b"ping")
+            await client.send(masked_frame(TEXT, b"ping"))
+            assert await client.read_frame() == (TEXT, True, b"ping")
     assert spy(gateway).calls == [f"check {SPY_PATH}", f"handle {SPY_PATH}"]
 
 
@@ -105,15 +101,15 @@ async def test_trailing_frame_in_the_same_segment_is_not_lost(gateway: Running) 
     with trio.fail_after(TIMEOUT):
         async with raw_connection(gateway) as client:
             # One send_all: the frame sits right behind the head in h11's buffer.
-            await client.send(handshake + masked_frame(OP_TEXT, "early bird ✓".encode()))
+            await client.send(handshake + masked_frame(TEXT, "early bird ✓".encode()))
             response = await client.read_response()
             assert response.status == 101
             assert response.header("sec-websocket-accept") == expected_accept(key)
-            assert await client.read_frame() == (OP_TEXT, True, "early bird ✓".encode())
+            assert await client.read_frame() == (TEXT, True, "early bird ✓".encode())
             # A clean close: the server echoes our code and then closes TCP first.
-            await client.send(masked_frame(OP_CLOSE, struct.pack("!H", 1000) + b"bye"))
+            await client.send(masked_frame(CLOSE, struct.pack("!H", 1000) + b"bye"))
             opcode, fin, payload = await client.read_frame()
-            assert (opcode, fin, payload[:2]) == (OP_CLOSE, True, struct.pack("!H", 1000))
+            assert (opcode, fin, payload[:2]) == (CLOSE, True, struct.pack("!H", 1000))
             assert await client.read_until_eof() == b""
 
 
@@ -130,8 +126,8 @@ async def test_same_origin_is_accepted_with_correct_accept_key(gateway: Running)
             assert response.header("connection") == "Upgrade"
             assert response.header("sec-websocket-accept") == expected_accept(key)
             assert response.header("sec-websocket-protocol") is None
-            await client.send(masked_frame(OP_TEXT, b"same origin"))
-            assert await client.read_frame() == (OP_TEXT, True, b"same origin")
+            await client.send(masked_frame(TEXT, b"same origin"))
+            assert await client.read_frame() == (TEXT, True, b"same origin")
 
 
 def test_expected_accept_matches_rfc_6455_example() -> None:
@@ -323,5 +319,5 @@ async def test_auth_required_401_without_cookie_101_with_one(
                 response = await client.read_response()
                 assert response.status == 101
                 assert response.header("sec-websocket-accept") == expected_accept(key)
-                await client.send(masked_frame(OP_TEXT, b"authenticated"))
-                assert await client.read_frame() == (OP_TEXT, True, b"authenticated")
+                await client.send(masked_frame(TEXT, b"authenticated"))
+                assert await client.read_frame() == (TEXT, True, b"authenticated")

@@ -5,15 +5,10 @@ from __future__ import annotations
 import pytest
 import trio
 
-from tests.integration.conftest import (
-    STATIC_ROOT,
-    TIMEOUT,
-    GatewayFactory,
-    Response,
-    Running,
-    raw_connection,
-    request,
-)
+from tests.support.gateway_config import STATIC_ROOT
+from tests.support.in_process import GatewayFactory, Running
+from tests.support.raw_http import Response, raw_connection, request
+from tests.support.timeouts import TIMEOUT
 
 INDEX = (STATIC_ROOT / "index.html").read_bytes()
 SHORT_TIMEOUTS: dict[str, object] = {"http.keepalive_timeout": 0.5, "http.head_timeout": 0.5}

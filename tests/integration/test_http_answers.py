@@ -10,14 +10,9 @@ from pathlib import Path
 
 import trio
 
-from tests.integration.conftest import (
-    TIMEOUT,
-    GatewayFactory,
-    Response,
-    Running,
-    raw_connection,
-    request,
-)
+from tests.support.in_process import GatewayFactory, Running
+from tests.support.raw_http import Response, raw_connection, request
+from tests.support.timeouts import TIMEOUT
 
 
 async def test_http10_gets_close_and_the_connection_ends(start_gateway: GatewayFactory) -> None:

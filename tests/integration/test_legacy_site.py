@@ -14,7 +14,8 @@ import trio_websocket
 
 from gateway.app import build
 from gateway.config import load
-from tests.integration.legacy import LegacyServer, http, login, run_legacy_site, ws_client
+from tests.support.http_client import fetch
+from tests.support.legacy_site import LegacyServer, login, run_legacy_site, ws_client
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "legacy"
 FORM = ("Content-Type", "application/x-www-form-urlencoded")
@@ -27,47 +28,49 @@ def legacy() -> Iterator[LegacyServer]:
 
 
 async def test_home_and_form_pages(legacy: LegacyServer) -> None:
-    home = await http(legacy.port, "GET", "/")
+    home = await fetch(legacy.url, "/")
     assert home.status == 200
     assert home.header("content-type") == "text/html; charset=utf-8"
     assert b"not logged in" in home.body
-    posted = await http(legacy.port, "POST", "/form", [FORM], b"value=%3Cb%3Ehi%3C%2Fb%3E")
+    posted = await fetch(
+        legacy.url, "/form", [FORM], method="POST", body=b"value=%3Cb%3Ehi%3C%2Fb%3E"
+    )
     assert posted.status == 200
     assert b'<output id="posted">&lt;b&gt;hi&lt;/b&gt;</output>' in posted.body
-    assert (await http(legacy.port, "GET", "/nope")).status == 404
-    assert (await http(legacy.port, "DELETE", "/form")).status == 405
+    assert (await fetch(legacy.url, "/nope")).status == 404
+    assert (await fetch(legacy.url, "/form", method="DELETE")).status == 405
 
 
 async def test_login_whoami_logout(legacy: LegacyServer) -> None:
-    anonymous = await http(legacy.port, "GET", "/api/whoami")
+    anonymous = await fetch(legacy.url, "/api/whoami")
     assert anonymous.status == 401
     assert json.loads(anonymous.body) == {"user": None}
     cookie = await login(legacy.port, "ada")
-    me = await http(legacy.port, "GET", "/api/whoami", [("Cookie", cookie)])
+    me = await fetch(legacy.url, "/api/whoami", [("Cookie", cookie)])
     assert (me.status, me.header("x-user"), json.loads(me.body)) == (200, "ada", {"user": "ada"})
-    home = await http(legacy.port, "GET", "/", [("Cookie", cookie)])
+    home = await fetch(legacy.url, "/", [("Cookie", cookie)])
     assert b"logged in as <b>ada</b>" in home.body
-    forged = await http(legacy.port, "GET", "/api/whoami", [("Cookie", "legacy_session=forged")])
+    forged = await fetch(legacy.url, "/api/whoami", [("Cookie", "legacy_session=forged")])
     assert forged.status == 401
-    out = await http(legacy.port, "POST", "/logout", [("Cookie", cookie)])
+    out = await fetch(legacy.url, "/logout", [("Cookie", cookie)], method="POST")
     assert out.status == 303
     assert "Max-Age=0" in (out.header("set-cookie") or "")
-    assert (await http(legacy.port, "GET", "/api/whoami", [("Cookie", cookie)])).status == 401
+    assert (await fetch(legacy.url, "/api/whoami", [("Cookie", cookie)])).status == 401
 
 
 async def test_login_refuses_a_bad_user_name(legacy: LegacyServer) -> None:
-    reply = await http(legacy.port, "POST", "/login", [FORM], b"user=%0D%0Aevil")
+    reply = await fetch(legacy.url, "/login", [FORM], method="POST", body=b"user=%0D%0Aevil")
     assert reply.status == 400
     assert reply.header("set-cookie") is None
 
 
 async def test_download_streams_n_mib_with_content_length(legacy: LegacyServer) -> None:
-    reply = await http(legacy.port, "GET", "/download/big?mb=3")
+    reply = await fetch(legacy.url, "/download/big?mb=3")
     assert reply.status == 200
     assert reply.header("content-length") == str(3 * 1024 * 1024)
     assert len(reply.body) == 3 * 1024 * 1024
     assert reply.body[:4] == b"\x00\x01\x02\x03"
-    assert (await http(legacy.port, "GET", "/download/big?mb=-1")).status == 400
+    assert (await fetch(legacy.url, "/download/big?mb=-1")).status == 400
 
 
 async def test_websocket_echo_reports_its_handshake_and_closes_on_request(

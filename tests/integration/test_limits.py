@@ -6,46 +6,28 @@ where the test must misbehave on the wire."""
 from __future__ import annotations
 
 import json
-import struct
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from pathlib import Path
 
 import trio
 import trio_websocket
 from trio_websocket import Endpoint
 
 from gateway.ws.connection import WebSocketConnection as ServerConnection
-from tests.integration.conftest import (
-    OP_CLOSE,
-    OP_TEXT,
-    TIMEOUT,
-    GatewayFactory,
+from tests.support.in_process import GatewayFactory, Running, wait_until, ws_client
+from tests.support.memory import rss_bytes
+from tests.support.raw_http import (
     RawClient,
-    Running,
-    expected_accept,
-    masked_frame,
-    new_key,
+    handshake,
     raw_connection,
-    request,
-    upgrade_headers,
-    wait_until,
-    ws_client,
 )
+from tests.support.timeouts import TIMEOUT
+from tests.support.ws_frames import BINARY, CLOSE, CONT, PING, TEXT, masked_frame
 
-OP_CONT, OP_PING = 0x0, 0x9
 MiB = 1024 * 1024
 RSS_SLACK = 20 * MiB  # "memory stays flat": generous for allocator noise, far below the data
 
 # --------------------------------------------------------------------------- helpers
-
-
-def rss() -> int:
-    """This process's resident set size in bytes (the gateway runs in it)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS in /proc/self/status")
 
 
 async def closed_with(
@@ -63,33 +45,11 @@ async def closed_with(
     return reason.code, reason.reason
 
 
-async def handshake(client: RawClient, path: str) -> None:
-    key = new_key()
-    await client.send(request("GET", path, upgrade_headers(key)))
-    response = await client.read_response()
-    assert response.status == 101, response
-    assert response.header("sec-websocket-accept") == expected_accept(key)
-
-
 @asynccontextmanager
 async def raw_websocket(running: Running, path: str) -> AsyncIterator[RawClient]:
     async with raw_connection(running) as client:
         await handshake(client, path)
         yield client
-
-
-def unmasked_frame(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
-    """A client frame with the all-zero mask: legal (the mask bit is set) and XOR-free, so a
-    test can send megabytes without masking them byte by byte in Python."""
-    head = bytes([(0x80 if fin else 0) | opcode])
-    n = len(payload)
-    if n < 126:
-        head += bytes([0x80 | n])
-    elif n < 1 << 16:
-        head += bytes([0x80 | 126]) + struct.pack("!H", n)
-    else:
-        head += bytes([0x80 | 127]) + struct.pack("!Q", n)
-    return head + b"\0\0\0\0" + payload
 
 
 def close_payload(payload: bytes) -> tuple[int, str]:
@@ -103,7 +63,7 @@ async def frames_until_close(client: RawClient) -> tuple[list[tuple[int, bytes]]
     while True:
         opcode, fin, payload = await client.read_frame()
         assert fin
-        if opcode == OP_CLOSE:
+        if opcode == CLOSE:
             code, reason = close_payload(payload)
             return before, code, reason
         before.append((opcode, payload))
@@ -165,10 +125,8 @@ async def test_text_limit_counts_utf8_bytes_not_characters(gateway: Running) -> 
 
 
 async def test_fragment_flood_is_1008_quickly_without_memory_growth(gateway: Running) -> None:
-    flood = unmasked_frame(OP_TEXT, b"", fin=False) + unmasked_frame(OP_CONT, b"", fin=False) * (
-        100_001
-    )
-    before = rss()
+    flood = masked_frame(TEXT, b"", fin=False) + masked_frame(CONT, b"", fin=False) * (100_001)
+    before = rss_bytes()
     with trio.fail_after(TIMEOUT):
         async with raw_websocket(gateway, "/echo") as client:
             started = trio.current_time()
@@ -180,7 +138,7 @@ async def test_fragment_flood_is_1008_quickly_without_memory_growth(gateway: Run
             assert (code, reason) == (1008, "too many fragments")
             assert await client.read_until_eof() == b""
             assert elapsed < 2.0, elapsed
-    assert rss() - before < RSS_SLACK
+    assert rss_bytes() - before < RSS_SLACK
 
 
 # --------------------------------------------------------------------------- keepalive
@@ -199,12 +157,12 @@ async def test_unanswered_ping_closes_1011_and_unregisters(
                 (server_ws,) = echo.clients
                 opcode, _fin, payload = await client.read_frame()
                 pinged = trio.current_time()
-                assert opcode == OP_PING
+                assert opcode == PING
                 assert len(payload) == 4
                 assert 0.3 < pinged - opened < 1.5
                 # We never answer.  ping_timeout later: Close 1011, then TCP closes.
                 opcode, _fin, payload = await client.read_frame()
-                assert opcode == OP_CLOSE
+                assert opcode == CLOSE
                 assert close_payload(payload) == (1011, "keepalive ping timeout")
                 assert trio.current_time() - pinged < 1.5
                 assert await client.read_until_eof() == b""
@@ -232,11 +190,11 @@ async def test_frame_burst_over_the_rate_is_1008(start_gateway: GatewayFactory) 
         burst = 50 * 5  # five seconds' worth
         with trio.fail_after(TIMEOUT):
             async with raw_websocket(gw, "/echo") as within:
-                await within.send(masked_frame(OP_TEXT, b"m") * (burst - 10))
+                await within.send(masked_frame(TEXT, b"m") * (burst - 10))
                 frames = [await within.read_frame() for _ in range(burst - 10)]
-                assert frames == [(OP_TEXT, True, b"m")] * (burst - 10)
+                assert frames == [(TEXT, True, b"m")] * (burst - 10)
             async with raw_websocket(gw, "/echo") as flooder:
-                flood = masked_frame(OP_TEXT, b"m") * (burst + 50)
+                flood = masked_frame(TEXT, b"m") * (burst + 50)
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(send_ignoring_reset, flooder, flood)
                     echoed, code, reason = await frames_until_close(flooder)
@@ -245,7 +203,7 @@ async def test_frame_burst_over_the_rate_is_1008(start_gateway: GatewayFactory) 
                 # had echoed all but the last few (a local close drops the inbound queue).
                 inbound_queue = gw.app.mounts["echo"].mount.settings.inbound_queue
                 assert burst - inbound_queue - 1 <= len(echoed) <= burst
-                assert set(echoed) == {(OP_TEXT, b"m")}
+                assert set(echoed) == {(TEXT, b"m")}
 
 
 # --------------------------------------------------------------------------- slow consumer
@@ -293,7 +251,7 @@ async def test_slow_consumer_dropped_busy_room_unaffected(start_gateway: Gateway
             numbers: list[list[int]] = [[] for _ in fast]
             leaves: list[list[str]] = [[] for _ in fast]
             own = numbers[0]
-            peak = baseline = rss()
+            peak = baseline = rss_bytes()
             async with trio.open_nursery() as nursery:
                 arrived = trio.lowlevel.ParkingLot()
                 for ws, got, heard in zip(fast, numbers, leaves, strict=True):
@@ -309,7 +267,7 @@ async def test_slow_consumer_dropped_busy_room_unaffected(start_gateway: Gateway
                     await fast[0].send_message(text)
                     while len(own) < sent - LOCKSTEP_WINDOW:
                         await arrived.park()
-                    peak = max(peak, rss())
+                    peak = max(peak, rss_bytes())
                     if after_drop is None and slow_ws.closed is not None:
                         after_drop = max(2 * sent, MIN_CHAT_MESSAGES)
                     assert sent < 2000, "the slow client was never dropped"
@@ -343,7 +301,7 @@ TAP = {
 async def test_inbound_backpressure_stops_reading(start_gateway: GatewayFactory) -> None:
     from tests.integration.limit_plugins import Tap
 
-    chunk = unmasked_frame(0x2, b"\xab" * 65536)
+    chunk = masked_frame(BINARY, b"\xab" * 65536)
     attempt = 512  # 32 MiB
     async with start_gateway(TAP) as gw:
         tap = gw.app.mounts["tap"].plugin.instance
@@ -351,7 +309,7 @@ async def test_inbound_backpressure_stops_reading(start_gateway: GatewayFactory)
         with trio.fail_after(30):
             async with raw_websocket(gw, "/tap") as client:
                 await wait_until(lambda: tap.parked == 1, "the handler waits for the tap")
-                baseline = rss()
+                baseline = rss_bytes()
                 progress = [0]
                 finished = trio.Event()
 
@@ -373,9 +331,9 @@ async def test_inbound_backpressure_stops_reading(start_gateway: GatewayFactory)
                     # The kernel buffers hold a few MiB; the gateway itself holds only its
                     # small queue: it stopped reading rather than buffer 32 MiB.
                     assert blocked_at * len(chunk) < 12 * MiB, blocked_at
-                    assert rss() - baseline < RSS_SLACK
+                    assert rss_bytes() - baseline < RSS_SLACK
                     tap.opened.set()  # the handler reads again: the rest flows
                     await finished.wait()
-                await client.send(masked_frame(OP_TEXT, b"total?"))
+                await client.send(masked_frame(TEXT, b"total?"))
                 opcode, _fin, payload = await client.read_frame()
-                assert (opcode, payload) == (OP_TEXT, str(attempt * 65536).encode())
+                assert (opcode, payload) == (TEXT, str(attempt * 65536).encode())

@@ -10,17 +10,10 @@ import pytest
 import trio
 
 from gateway.log import OneLineFormatter
-from tests.integration.conftest import (
-    OP_CLOSE,
-    TIMEOUT,
-    Running,
-    masked_frame,
-    new_key,
-    raw_connection,
-    request,
-    upgrade_headers,
-    wait_until,
-)
+from tests.support.in_process import Running, wait_until
+from tests.support.raw_http import new_key, raw_connection, request, upgrade_headers
+from tests.support.timeouts import TIMEOUT
+from tests.support.ws_frames import CLOSE, masked_frame
 
 FORGED = "bye\u20282024-01-01T00:00:00 ERROR   gateway.server: pwned\x85\u2029\r\nERROR x\x9b"
 
@@ -34,9 +27,9 @@ async def test_a_close_reason_cannot_forge_log_lines(
             await client.send(request("GET", "/echo", upgrade_headers(new_key())))
             assert (await client.read_response()).status == 101
             reason = FORGED.encode("utf-8")
-            await client.send(masked_frame(OP_CLOSE, struct.pack("!H", 1000) + reason))
+            await client.send(masked_frame(CLOSE, struct.pack("!H", 1000) + reason))
             opcode, _, _ = await client.read_frame()
-            assert opcode == OP_CLOSE
+            assert opcode == CLOSE
 
     formatter = OneLineFormatter("%(levelname)s %(name)s: %(message)s")
 

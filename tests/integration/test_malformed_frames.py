@@ -13,18 +13,11 @@ from contextlib import AsyncExitStack
 import pytest
 import trio
 
-from tests.integration.conftest import (
-    OP_BINARY,
-    OP_CLOSE,
-    OP_TEXT,
-    TIMEOUT,
-    RawClient,
-    Running,
-    masked_frame,
-    wait_until,
-)
+from tests.support.in_process import Running, wait_until
+from tests.support.raw_http import RawClient
 from tests.support.raw_ws import MODES, Mode, close_code, errors, open_echo, rest_until_closed, send
-from tests.support.ws_frames import CORPUS
+from tests.support.timeouts import TIMEOUT
+from tests.support.ws_frames import BINARY, CLOSE, CORPUS, TEXT, masked_frame
 
 
 async def echo(client: RawClient, opcode: int, payload: bytes) -> None:
@@ -52,7 +45,7 @@ async def test_malformed_frame_fails_the_connection(
 ) -> None:
     with trio.fail_after(TIMEOUT):
         async with open_echo(gateway) as client:
-            await echo(client, OP_TEXT, b"before")
+            await echo(client, TEXT, b"before")
             await send(client, data, mode)
             assert await close_code(client) == code
             # §7.1.7: after failing the connection the server closes TCP, sending nothing more.
@@ -76,7 +69,7 @@ async def test_echo_works_while_other_connections_are_failed(
 
     async def chat(client: RawClient) -> None:
         for i in range(20):
-            opcode = OP_TEXT if i % 2 else OP_BINARY
+            opcode = TEXT if i % 2 else BINARY
             await echo(client, opcode, f"message {i}".encode())
             echoed.append(i)
 
@@ -86,15 +79,15 @@ async def test_echo_works_while_other_connections_are_failed(
             for client, (_, data, _) in zip(bad, CORPUS, strict=True):
                 await send(client, data[:-1], "one write")
             good = await stack.enter_async_context(open_echo(gateway))
-            await echo(good, OP_TEXT, b"opened while the others are half-sent")
+            await echo(good, TEXT, b"opened while the others are half-sent")
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(chat, good)
                 for client, (name, data, _) in zip(bad, CORPUS, strict=True):
                     nursery.start_soon(fail, name, client, data[-1:])
             assert codes == {name: code for name, _, code in CORPUS}
             assert echoed == list(range(20))
-            await echo(good, OP_TEXT, "still here: é".encode())
-            await good.send(masked_frame(OP_CLOSE, struct.pack("!H", 1000) + b"bye"))
+            await echo(good, TEXT, "still here: é".encode())
+            await good.send(masked_frame(CLOSE, struct.pack("!H", 1000) + b"bye"))
             assert await close_code(good) == 1000
             assert await rest_until_closed(good) == b""
     assert errors(caplog) == []
@@ -107,7 +100,7 @@ async def test_a_peer_that_drops_tcp_without_a_close_frame_is_not_a_crash(
     echo_mount = gateway.app.mounts["echo"].mount
     with trio.fail_after(TIMEOUT):
         async with open_echo(gateway) as client:
-            await echo(client, OP_TEXT, b"and now I vanish")
+            await echo(client, TEXT, b"and now I vanish")
             assert len(echo_mount) == 1
         await wait_until(lambda: len(echo_mount) == 0, "the mount forgot the vanished client")
         # The server counts a connection closed only after its task is done (and has logged).

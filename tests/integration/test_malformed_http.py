@@ -20,14 +20,10 @@ from typing import Literal
 import pytest
 import trio
 
-from tests.integration.conftest import (
-    TIMEOUT,
-    GatewayFactory,
-    expected_accept,
-    raw_connection,
-    request,
-)
+from tests.support.in_process import GatewayFactory
+from tests.support.raw_http import expected_accept, raw_connection, request
 from tests.support.raw_ws import MODES, Mode, errors, rest_until_closed, send
+from tests.support.timeouts import TIMEOUT
 
 After = Literal["close", "open", "skip"]
 CLOSING = frozenset({400, 408, 414, 431})  # framing errors: the connection cannot continue

@@ -7,19 +7,12 @@ import trio
 import trio_websocket
 
 from gateway.ws.connection import WebSocketConnection
-from tests.integration.conftest import (
-    OP_TEXT,
-    GatewayFactory,
-    masked_frame,
-    new_key,
-    raw_connection,
-    request,
-    upgrade_headers,
-    wait_until,
-    ws_client,
-)
-from tests.integration.proxy_support import running_upstream
-from tests.support.admin import admin_gateway, get, samples, value
+from tests.support.admin import admin_gateway, samples, value
+from tests.support.http_client import fetch
+from tests.support.in_process import GatewayFactory, wait_until, ws_client
+from tests.support.raw_http import new_key, raw_connection, request, upgrade_headers
+from tests.support.upstream import running_upstream
+from tests.support.ws_frames import TEXT, masked_frame
 
 
 async def test_websocket_handshakes_messages_bytes_and_closes(nursery: trio.Nursery) -> None:
@@ -98,7 +91,7 @@ async def test_keepalive_close_is_counted(nursery: trio.Nursery) -> None:
         async with raw_connection(running) as raw:
             await raw.send(request("GET", "/echo", upgrade_headers(new_key())))
             assert (await raw.read_response()).status == 101
-            await raw.send(masked_frame(OP_TEXT, b"hi"))  # one message, then silence
+            await raw.send(masked_frame(TEXT, b"hi"))  # one message, then silence
             await wait_until(
                 lambda: running.app.mounts["echo"].mount.keepalive_closes == 1, "keepalive close"
             )
@@ -111,10 +104,10 @@ async def test_keepalive_close_is_counted(nursery: trio.Nursery) -> None:
 async def test_http_requests_by_kind_and_status(nursery: trio.Nursery) -> None:
     async with admin_gateway(nursery) as gw:
         url = gw.running.url
-        assert (await get(url, "/healthz")).status == 200
-        assert (await get(url, "/")).status == 200
-        assert (await get(url, "/no-such-file")).status == 404
-        assert (await get(url, "/echo")).status == 426  # a WebSocket path asked for without it
+        assert (await fetch(url, "/healthz")).status == 200
+        assert (await fetch(url, "/")).status == 200
+        assert (await fetch(url, "/no-such-file")).status == 404
+        assert (await fetch(url, "/echo")).status == 426  # a WebSocket path asked for without it
         async with raw_connection(gw.running) as raw:
             await raw.send(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nBad Header\r\n\r\n")
             assert (await raw.read_response()).status == 400
@@ -129,10 +122,10 @@ async def test_http_requests_by_kind_and_status(nursery: trio.Nursery) -> None:
 
 async def test_metrics_are_not_served_on_the_public_port(nursery: trio.Nursery) -> None:
     async with admin_gateway(nursery) as gw:
-        reply = await get(gw.running.url, "/metrics")
+        reply = await fetch(gw.running.url, "/metrics")
         assert reply.status == 404
         assert b"gateway_" not in reply.body
-        assert (await get(gw.admin_url, "/metrics")).status == 200
+        assert (await fetch(gw.admin_url, "/metrics")).status == 200
 
 
 async def test_proxy_requests_latency_and_pool(nursery: trio.Nursery) -> None:
@@ -145,8 +138,8 @@ async def test_proxy_requests_latency_and_pool(nursery: trio.Nursery) -> None:
         async with admin_gateway(nursery, changes) as gw:
             url = gw.running.url
             for _ in range(3):
-                assert (await get(url, "/api/items?id=7")).status == 200
-            assert (await get(url, "/other")).status == 200
+                assert (await fetch(url, "/api/items?id=7")).status == 200
+            assert (await fetch(url, "/other")).status == 200
             families = await gw.metrics()
     assert value(families, "gateway_http_requests_total", kind="proxy", status="200") == 4
     assert value(families, "gateway_proxy_requests_total", route="/api", status="200") == 3

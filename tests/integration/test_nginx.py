@@ -20,16 +20,12 @@ import trustme
 from websockets.asyncio.client import connect
 from websockets.typing import Origin
 
-from tests.integration.conftest import (
-    TIMEOUT,
-    GatewayProcess,
-    config_data,
-    new_key,
-    request,
-    upgrade_headers,
-    write_config,
-)
 from tests.support.docs import block
+from tests.support.gateway_config import config_data
+from tests.support.gateway_process import GatewayProcess
+from tests.support.ports import free_port
+from tests.support.raw_http import new_key, request, upgrade_headers
+from tests.support.timeouts import TIMEOUT
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 START_TIMEOUT = 10.0
@@ -38,12 +34,6 @@ STOP_TIMEOUT = 10.0
 pytestmark = pytest.mark.skipif(
     not Path(NGINX).exists(), reason="nginx is not installed (scripts/setup --test installs it)"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def nginx_conf(prefix: Path, port: int, gateway_port: int, cert: Path, key: Path) -> str:
@@ -101,19 +91,14 @@ def tls(tmp_path: Path) -> tuple[trustme.CA, Path, Path]:
 
 
 @pytest.fixture
-def gateway(tmp_path: Path) -> Iterator[GatewayProcess]:
+def gateway() -> Iterator[GatewayProcess]:
     changes = {
         "server.trusted_proxies": ["127.0.0.1"],
         "server.hosts": ["localhost"],
         "log.access": True,
     }
-    config = write_config(tmp_path / "config.toml", config_data(changes))
-    process = GatewayProcess(["serve", "--config", str(config), "--listen", "127.0.0.1:0"])
-    try:
-        process.wait_ready()
+    with GatewayProcess.serve(config_data(changes)) as process:
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture

@@ -7,11 +7,9 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
-import os
 import signal
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,26 +18,13 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Origin
 
-from tests.integration.conftest import (
-    TIMEOUT,
-    GatewayProcess,
-    config_data,
-    write_config,
-)
 from tests.support.cli import EXIT_CONFIG, cli
+from tests.support.gateway_config import config_data, write_config
+from tests.support.gateway_process import GatewayProcess
 from tests.support.redis_server import RedisServer, redis_server  # noqa: F401
+from tests.support.timeouts import TIMEOUT
 
 SCENARIO_TIMEOUT = 30.0
-
-
-@contextmanager
-def running(args: list[str]) -> Iterator[GatewayProcess]:
-    process = GatewayProcess(args)
-    try:
-        process.wait_ready()
-        yield process
-    finally:
-        process.stop()
 
 
 def wait_for(process: GatewayProcess, predicate: Callable[[], bool], what: str) -> None:
@@ -87,8 +72,7 @@ def json_lines(process: GatewayProcess) -> list[dict[str, Any]]:
 
 def test_json_log_lines_carry_the_structured_fields(tmp_path: Path) -> None:
     config = write_config(tmp_path / "config.toml", config_data({"log.access": True}))
-    args = ["serve", "--config", str(config), "--listen", "127.0.0.1:0", "--log-format", "json"]
-    with running([*args, "--log-level", "Info"]) as process:
+    with GatewayProcess.serve(config, "--log-format", "json", "--log-level", "Info") as process:
 
         async def scenario() -> None:
             async with connect(process.ws_url("/echo"), proxy=None, open_timeout=TIMEOUT) as ws:
@@ -133,7 +117,7 @@ def test_json_log_lines_carry_the_structured_fields(tmp_path: Path) -> None:
 
 def test_text_format_writes_the_same_fields(tmp_path: Path) -> None:
     config = write_config(tmp_path / "config.toml", config_data({"log.access": True}))
-    with running(["serve", "--config", str(config), "--listen", "127.0.0.1:0"]) as process:
+    with GatewayProcess.serve(config) as process:
         assert get(process, "/healthz") == 200
         wait_for(process, logged(process, "gateway.access"), "the access line")
         line = next(line for line in process.lines if "gateway.access" in line)
@@ -173,9 +157,9 @@ def reload_config(tmp_path: Path, **changes: object) -> dict[str, Any]:
 def test_sighup_reloads_under_live_sessions(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     write_config(path, reload_config(tmp_path))
-    with running(["serve", "--config", str(path), "--listen", "127.0.0.1:0"]) as process:
+    with GatewayProcess.serve(path) as process:
         pid_file = tmp_path / "gateway.pid"
-        assert int(pid_file.read_text()) == process.proc.pid
+        assert int(pid_file.read_text()) == process.pid
 
         async def scenario() -> None:
             async with (
@@ -214,7 +198,7 @@ def test_sighup_reloads_under_live_sessions(tmp_path: Path) -> None:
                 # A broken config changes nothing, and says which key is wrong.
                 broken = reload_config(tmp_path, **{"plugins.echo.max_message_size": "big"})
                 write_config(path, broken)
-                os.kill(process.proc.pid, signal.SIGHUP)
+                process.signal(signal.SIGHUP)
                 await asyncio.to_thread(
                     wait_for, process, logged(process, "reload failed"), "the failed reload"
                 )
@@ -249,13 +233,12 @@ def test_workers_reload_reaches_every_worker(
 ) -> None:
     path = tmp_path / "config.toml"
     write_config(path, config_data({"broker.url": redis_server.url}))
-    args = ["serve", "--config", str(path), "--workers", "2", "--listen", "127.0.0.1:0"]
-    with running(args) as process:
+    with GatewayProcess.serve(path, "--workers", "2") as process:
         wait_for(process, lambda: sum("listening on" in x for x in process.lines) >= 3, "workers")
         data = config_data({"broker.url": redis_server.url})
         data["plugins"]["fresh"] = {"path": "/fresh", "use": "plugins.echo:echo"}
         write_config(path, data)
-        os.kill(process.proc.pid, signal.SIGHUP)
+        process.signal(signal.SIGHUP)
         for worker in (1, 2):
             wait_for(
                 process,

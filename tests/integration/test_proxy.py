@@ -15,23 +15,16 @@ from contextlib import asynccontextmanager
 import pytest
 import trio
 
-from tests.integration.conftest import (
-    TIMEOUT,
-    GatewayFactory,
-    Response,
-    Running,
-    new_key,
-    request,
-    upgrade_headers,
-)
-from tests.integration.proxy_support import (
-    HTTPReader,
+from tests.support.in_process import GatewayFactory, Running
+from tests.support.memory import rss_bytes
+from tests.support.proxy_http import HTTPReader, chunked
+from tests.support.raw_http import Response, new_key, request, upgrade_headers
+from tests.support.timeouts import TIMEOUT
+from tests.support.upstream import (
     UpstreamProcess,
-    chunked,
     echoed,
     header_values,
     pattern_sha256,
-    rss_bytes,
     running_upstream,
 )
 

@@ -13,16 +13,12 @@ from pathlib import Path
 
 import trio
 
-from tests.integration.conftest import (
-    TIMEOUT,
-    GatewayFactory,
-    Response,
-    Running,
-    request,
-    wait_until,
-)
-from tests.integration.proxy_support import HTTPReader, echoed, header_values, running_upstream
+from tests.support.in_process import GatewayFactory, Running, wait_until
+from tests.support.proxy_http import HTTPReader
+from tests.support.raw_http import Response, request
 from tests.support.raw_upstream import RawUpstream, raw_upstream
+from tests.support.timeouts import TIMEOUT
+from tests.support.upstream import echoed, header_values, running_upstream
 
 SLOW_CLIENTS = 6
 BODY = b"0123456789"

@@ -14,9 +14,11 @@ import pytest
 import trio
 
 from gateway.proxy.pool import UpstreamPool
-from tests.integration.conftest import TIMEOUT, GatewayFactory, Response, Running, request
-from tests.integration.proxy_support import HTTPReader
+from tests.support.in_process import GatewayFactory, Running
+from tests.support.proxy_http import HTTPReader
+from tests.support.raw_http import Response, request
 from tests.support.raw_upstream import raw_upstream
+from tests.support.timeouts import TIMEOUT
 
 SURPLUS_WARNING = "sent data beyond its response"
 

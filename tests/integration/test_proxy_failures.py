@@ -10,15 +10,11 @@ from contextlib import asynccontextmanager
 import pytest
 import trio
 
-from tests.integration.conftest import TIMEOUT, GatewayFactory, Response, Running, request
-from tests.integration.proxy_support import (
-    Cut,
-    HTTPReader,
-    UpstreamProcess,
-    chunked,
-    echoed,
-    running_upstream,
-)
+from tests.support.in_process import GatewayFactory, Running
+from tests.support.proxy_http import Cut, HTTPReader, chunked
+from tests.support.raw_http import Response, request
+from tests.support.timeouts import TIMEOUT
+from tests.support.upstream import UpstreamProcess, echoed, running_upstream
 
 
 @asynccontextmanager

@@ -10,13 +10,11 @@ from contextlib import asynccontextmanager
 
 import trio
 
-from tests.integration.conftest import TIMEOUT, GatewayFactory, Running, request
-from tests.integration.proxy_support import (
-    HTTPReader,
-    UpstreamProcess,
-    echoed,
-    pattern_sha256,
-)
+from tests.support.in_process import GatewayFactory, Running
+from tests.support.proxy_http import HTTPReader
+from tests.support.raw_http import request
+from tests.support.timeouts import TIMEOUT
+from tests.support.upstream import UpstreamProcess, echoed, pattern_sha256
 
 
 @asynccontextmanager

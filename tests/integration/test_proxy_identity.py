@@ -8,13 +8,11 @@ from __future__ import annotations
 import pytest
 import trio
 
-from tests.integration.conftest import TIMEOUT, GatewayFactory, Running, request
-from tests.integration.proxy_support import (
-    HTTPReader,
-    UpstreamProcess,
-    echoed,
-    header_values,
-)
+from tests.support.in_process import GatewayFactory, Running
+from tests.support.proxy_http import HTTPReader
+from tests.support.raw_http import request
+from tests.support.timeouts import TIMEOUT
+from tests.support.upstream import UpstreamProcess, echoed, header_values
 
 SPOOFED = [
     ("X-Real-IP", "6.6.6.6"),

@@ -13,8 +13,10 @@ from trio_websocket import ConnectionClosed, ConnectionRejected
 from gateway.api import Accept, Address, UpgradeRequest
 from gateway.errors import ConfigError
 from gateway.testing import serve
-from tests.integration.conftest import TIMEOUT, GatewayFactory, wait_until, ws_client
-from tests.integration.legacy import LegacyServer, free_port, run_legacy_site
+from tests.support.in_process import GatewayFactory, wait_until, ws_client
+from tests.support.legacy_site import LegacyServer, run_legacy_site
+from tests.support.ports import free_port
+from tests.support.timeouts import TIMEOUT
 from tests.support.ws_upstream import scripted_upstream
 
 RELAY = "plugins.relay:Relay"

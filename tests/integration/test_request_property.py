@@ -19,8 +19,9 @@ import trio
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from tests.integration.conftest import TIMEOUT, GatewayFactory, Running
-from tests.integration.proxy_support import UpstreamProcess
+from tests.support.in_process import GatewayFactory, Running
+from tests.support.timeouts import TIMEOUT
+from tests.support.upstream import UpstreamProcess
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 TCHAR = "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"

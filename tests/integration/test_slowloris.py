@@ -16,18 +16,11 @@ from dataclasses import dataclass
 import pytest
 import trio
 
-from tests.integration.conftest import (
-    OP_CLOSE,
-    OP_TEXT,
-    TIMEOUT,
-    GatewayFactory,
-    Running,
-    masked_frame,
-    raw_connection,
-    request,
-    wait_until,
-)
+from tests.support.in_process import GatewayFactory, Running, wait_until
+from tests.support.raw_http import raw_connection, request
 from tests.support.raw_ws import errors, open_echo, rest_until_closed
+from tests.support.timeouts import TIMEOUT
+from tests.support.ws_frames import CLOSE, TEXT, masked_frame
 
 HEAD_TIMEOUT = 1.0
 KEEPALIVE_TIMEOUT = 0.4  # well below HEAD_TIMEOUT, so the two deadlines cannot be confused
@@ -99,10 +92,10 @@ async def healthz(gw: Running) -> None:
 async def echo_round_trip(gw: Running) -> None:
     """Handshake, one echo, and the closing handshake (the server then closes TCP)."""
     async with open_echo(gw) as client:
-        await client.send(masked_frame(OP_TEXT, b"hello under siege"))
-        assert await client.read_frame() == (OP_TEXT, True, b"hello under siege")
-        await client.send(masked_frame(OP_CLOSE, struct.pack("!H", 1000)))
-        assert await client.read_frame() == (OP_CLOSE, True, struct.pack("!H", 1000))
+        await client.send(masked_frame(TEXT, b"hello under siege"))
+        assert await client.read_frame() == (TEXT, True, b"hello under siege")
+        await client.send(masked_frame(CLOSE, struct.pack("!H", 1000)))
+        assert await client.read_frame() == (CLOSE, True, struct.pack("!H", 1000))
         assert await rest_until_closed(client) == b""
 
 

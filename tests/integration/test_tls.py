@@ -21,16 +21,9 @@ import trustme
 from trio_websocket import Endpoint
 from websockets.sync.client import connect as sync_connect
 
-from tests.integration.conftest import (
-    TIMEOUT,
-    GatewayFactory,
-    Running,
-    new_key,
-    raw_connection,
-    request,
-    upgrade_headers,
-    wait_until,
-)
+from tests.support.in_process import GatewayFactory, Running, wait_until
+from tests.support.raw_http import new_key, raw_connection, request, upgrade_headers
+from tests.support.timeouts import TIMEOUT
 
 # --------------------------------------------------------------------------- certificates
 

@@ -20,7 +20,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 from websockets.typing import Subprotocol
 
-from tests.integration.conftest import TIMEOUT, GatewayProcess, Running, wait_until, ws_client
+from tests.support.gateway_process import GatewayProcess
+from tests.support.in_process import Running, wait_until, ws_client
+from tests.support.timeouts import TIMEOUT
 
 T = TypeVar("T")
 

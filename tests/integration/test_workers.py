@@ -23,17 +23,11 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.integration.conftest import (
-    REPO,
-    TIMEOUT,
-    GatewayProcess,
-    config_data,
-    new_key,
-    request,
-    upgrade_headers,
-    write_config,
-)
+from tests.support.gateway_config import REPO, config_data, write_config
+from tests.support.gateway_process import GatewayProcess
+from tests.support.raw_http import new_key, request, upgrade_headers
 from tests.support.redis_server import RedisServer, redis_server  # noqa: F401
+from tests.support.timeouts import TIMEOUT
 from tests.support.workers import (
     GRACE,
     MAX_TRIES,
@@ -75,7 +69,7 @@ def test_two_workers_accept_on_one_port(tmp_path: Path, redis_server: RedisServe
         run(lambda: until_started(process, 2))
         workers = {pid for _, pid in started(process)}
         assert len(workers) == 2
-        assert {parent_of(pid) for pid in workers} == {process.proc.pid}
+        assert {parent_of(pid) for pid in workers} == {process.pid}
 
         async def scenario() -> None:
             async with AsyncExitStack() as stack:
@@ -133,7 +127,7 @@ def test_a_killed_worker_is_restarted_while_the_other_serves_on(
                 return restarted
 
         restarted = run(scenario)
-        assert parent_of(restarted) == process.proc.pid
+        assert parent_of(restarted) == process.pid
         assert process.stop() == 0, process.log()
     log = process.log()
     assert f"worker {first} (pid {victim}) killed by SIGKILL; restarting in 0.1s" in log
@@ -184,7 +178,7 @@ def test_workers_drain_when_the_supervisor_is_killed(
         async def scenario() -> None:
             async with AsyncExitStack() as stack:
                 by_pid = await sessions_on(process, stack, workers)
-                process.proc.kill()  # SIGKILL: no goodbye to its workers
+                process.kill()  # SIGKILL: no goodbye to its workers
                 for group in by_pid.values():
                     for ws in group:
                         with pytest.raises(ConnectionClosed) as info:
@@ -249,9 +243,7 @@ def test_more_than_one_worker_needs_a_broker(
 
 def test_one_worker_runs_no_supervisor(tmp_path: Path) -> None:
     config = write_config(tmp_path / "config.toml", config_data())
-    process = GatewayProcess(
-        ["serve", "--config", str(config), "--workers", "1", "--listen", "127.0.0.1:0"]
-    )
+    process = GatewayProcess.serve(config, "--workers", "1")
     try:
         process.wait_ready()
         connection = http.client.HTTPConnection("127.0.0.1", process.port, timeout=TIMEOUT)
@@ -261,7 +253,7 @@ def test_one_worker_runs_no_supervisor(tmp_path: Path) -> None:
         finally:
             connection.close()
         # Serving in the process itself: no thread of it started a child.
-        tasks = Path(f"/proc/{process.proc.pid}/task").glob("*")
+        tasks = Path(f"/proc/{process.pid}/task").glob("*")
         assert [c for t in tasks for c in (t / "children").read_text().split()] == []
     finally:
         assert process.stop() == 0, process.log()

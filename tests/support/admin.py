@@ -1,5 +1,6 @@
 """Helpers for the ``[admin]`` tests: a gateway with its admin listener, scraping and reading
-metrics with prometheus-client's own parser, and a small HTTP GET over a real socket."""
+metrics with prometheus-client's own parser (requests go through
+:func:`tests.support.http_client.fetch`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-import h11
 import trio
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
@@ -16,58 +16,19 @@ from gateway.app import App, build
 from gateway.config.load import parse
 from gateway.core.address import ListenAddress
 from gateway.server import open_listeners, serve
-from tests.integration.conftest import REPO, STOP_TIMEOUT, TIMEOUT, Running, config_data
+from tests.support.gateway_config import REPO, config_data
+from tests.support.http_client import fetch
+from tests.support.in_process import Running
+from tests.support.timeouts import STOP_TIMEOUT
 
 ADMIN = {"admin.listen": "127.0.0.1:0"}
 
 
-@dataclass
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-
-async def get(
-    url: str, path: str, headers: Iterable[tuple[str, str]] = (), *, method: str = "GET"
-) -> Reply:
-    """One request on a fresh connection to ``url`` (``http://host:port``)."""
-    host, port = url.removeprefix("http://").rsplit(":", 1)
-    with trio.fail_after(TIMEOUT):
-        stream = await trio.open_tcp_stream(host.strip("[]"), int(port))
-        async with stream:
-            conn = h11.Connection(h11.CLIENT)
-            request = h11.Request(
-                method=method,
-                target=path,
-                headers=[("Host", f"{host}:{port}"), ("Connection", "close"), *headers],
-            )
-            await stream.send_all(conn.send(request) + conn.send(h11.EndOfMessage()))
-            response: h11.Response | None = None
-            body = bytearray()
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    conn.receive_data(await stream.receive_some(65536))
-                elif isinstance(event, h11.Response):
-                    response = event
-                elif isinstance(event, h11.Data):
-                    body += event.data
-                elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-                    break
-    assert response is not None
-    return Reply(
-        response.status_code,
-        {n.decode(): v.decode("latin-1") for n, v in response.headers},
-        bytes(body),
-    )
-
-
 async def scrape(admin_url: str) -> list[Metric]:
     """``GET /metrics``, parsed by prometheus-client's text parser."""
-    reply = await get(admin_url, "/metrics")
+    reply = await fetch(admin_url, "/metrics")
     assert reply.status == 200, reply
-    assert reply.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert (reply.header("content-type") or "").startswith("text/plain; version=0.0.4")
     return list(text_string_to_metric_families(reply.body.decode("utf-8")))
 
 

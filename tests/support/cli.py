@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from tests.integration.conftest import REPO
+from tests.support.gateway_config import REPO
 
 CLI_TIMEOUT = 30.0  # seconds for one short-lived CLI run
 EXIT_CONFIG = 2  # the exit code of a configuration error

@@ -1,6 +1,6 @@
 """A legacy site that misbehaves on purpose: an in-process trio server speaking raw HTTP/1.1.
 
-Unlike ``tests/integration/upstream_server.py`` (the standard library's well-behaved server),
+Unlike ``tests/support/upstream_server.py`` (the standard library's well-behaved server),
 this one writes exactly the bytes a test scripts, so tests can play the upstreams a proxy must
 survive: a ``Content-Length`` shorter than the body, a body on a 204/304 or on a HEAD answer, a
 site that never reads a request body and answers it as a second request ("CL.0").

@@ -14,16 +14,16 @@ from typing import Literal
 import pytest
 import trio
 
-from tests.integration.conftest import (
-    OP_CLOSE,
+from tests.support.in_process import Running
+from tests.support.raw_http import (
     RawClient,
-    Running,
     expected_accept,
     new_key,
     raw_connection,
     request,
     upgrade_headers,
 )
+from tests.support.ws_frames import CLOSE
 
 Mode = Literal["one write", "byte by byte"]
 MODES: tuple[Mode, ...] = ("one write", "byte by byte")
@@ -77,7 +77,7 @@ async def open_echo(gw: Running) -> AsyncIterator[RawClient]:
 async def close_code(client: RawClient) -> int:
     """The server's next frame must be a Close; its status code (the reason is UTF-8)."""
     opcode, fin, payload = await client.read_frame()
-    assert (opcode, fin) == (OP_CLOSE, True), (opcode, fin, payload)
+    assert (opcode, fin) == (CLOSE, True), (opcode, fin, payload)
     assert len(payload) >= 2, payload
     payload[2:].decode("utf-8")
     code: int = struct.unpack("!H", payload[:2])[0]

@@ -29,16 +29,10 @@ from types import TracebackType
 
 import pytest
 
+from tests.support.ports import free_port
+
 START_DEADLINE = 10.0  # seconds until a started server must answer PING
 STOP_TIMEOUT = 5.0  # seconds between SIGTERM and SIGKILL
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def redis_binary() -> str:

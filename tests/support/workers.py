@@ -13,13 +13,10 @@ from typing import TypeVar
 
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.integration.conftest import (
-    TIMEOUT,
-    GatewayProcess,
-    config_data,
-    write_config,
-)
+from tests.support.gateway_config import config_data, write_config
+from tests.support.gateway_process import GatewayProcess
 from tests.support.redis_server import RedisServer
+from tests.support.timeouts import TIMEOUT
 
 T = TypeVar("T")
 
@@ -45,14 +42,8 @@ def workers_config(
 
 @contextmanager
 def supervised(config: Path, workers: int = 2) -> Iterator[GatewayProcess]:
-    process = GatewayProcess(
-        ["serve", "--config", str(config), "--workers", str(workers), "--listen", "127.0.0.1:0"]
-    )
-    try:
-        process.wait_ready()
+    with GatewayProcess.serve(config, "--workers", str(workers)) as process:
         yield process
-    finally:
-        process.stop()
 
 
 def run(scenario: Callable[[], Awaitable[T]]) -> T:

@@ -1,31 +1,58 @@
-"""Client frames built by hand (RFC 6455 §5.2) and a corpus of malformed ones, for tests of
-the engine with or without trio (this module imports none)."""
+"""WebSocket frames built by hand (RFC 6455 §5.2), the tests' one frame encoder, and a
+corpus of malformed client frames, for tests of the engine with or without trio (this module
+imports none).
+
+:func:`masked_frame` is what a client sends; :func:`frame_bytes` builds any frame, masked or
+not (a server's frame, or a client breaking §5.1).  The masking is computed here, not by the
+gateway's code, so a test checks the gateway's unmasking against someone else's.
+"""
 
 from __future__ import annotations
 
 import os
 import struct
 
-TEXT, BINARY, CONT, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
+from gateway.ws.frames import Opcode
+
+TEXT, BINARY, CONT = Opcode.TEXT, Opcode.BINARY, Opcode.CONT
+CLOSE, PING, PONG = Opcode.CLOSE, Opcode.PING, Opcode.PONG
+RSV1 = 4  # the ``rsv`` bits of a compressed message's first frame (RFC 7692 §6)
 
 
-def masked_frame(
-    opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0, mask: bool = True
+def frame_bytes(
+    opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0, key: bytes | None = None
 ) -> bytes:
-    """A client frame built by hand (RFC 6455 §5.2), for cases wsproto refuses to produce."""
+    """One frame: FIN, the three RSV bits (``rsv``, 0-7), the opcode, the shortest length
+    encoding, and the payload masked with ``key`` (4 bytes) or, without one, unmasked."""
     first = (0x80 if fin else 0) | (rsv << 4) | opcode
     n = len(payload)
-    mask_bit = 0x80 if mask else 0
+    mask_bit = 0x80 if key is not None else 0
     if n < 126:
         head = struct.pack("!BB", first, mask_bit | n)
     elif n < 65536:
         head = struct.pack("!BBH", first, mask_bit | 126, n)
     else:
         head = struct.pack("!BBQ", first, mask_bit | 127, n)
-    if not mask:
+    if key is None:
         return head + payload
-    key = os.urandom(4)
-    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    assert len(key) == 4, key
+    return head + key + mask(payload, key)
+
+
+def masked_frame(
+    opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0, key: bytes | None = None
+) -> bytes:
+    """A client frame: masked (§5.3) with ``key``, or with a fresh random key as a browser
+    does."""
+    return frame_bytes(opcode, payload, fin=fin, rsv=rsv, key=os.urandom(4) if key is None else key)
+
+
+def mask(payload: bytes, key: bytes) -> bytes:
+    """``payload`` XOR the repeated 4-byte ``key`` (§5.3), as one big-integer XOR: fast
+    enough for the megabyte frames of the limit tests."""
+    n = len(payload)
+    repeated = (key * (n // 4 + 1))[:n]
+    return (int.from_bytes(payload) ^ int.from_bytes(repeated)).to_bytes(n)
 
 
 def header_only(opcode: int, declared: int, *, fin: bool = True) -> bytes:
@@ -42,7 +69,7 @@ def header_only(opcode: int, declared: int, *, fin: bool = True) -> bytes:
 
 # The malformed-frame corpus: (name, bytes, close code).
 CORPUS = [
-    ("unmasked frame", masked_frame(TEXT, b"x", mask=False), 1002),
+    ("unmasked frame", frame_bytes(TEXT, b"x"), 1002),
     ("rsv1 without extension", masked_frame(TEXT, b"x", rsv=4), 1002),
     ("rsv2", masked_frame(TEXT, b"x", rsv=2), 1002),
     ("rsv3", masked_frame(BINARY, b"x", rsv=1), 1002),

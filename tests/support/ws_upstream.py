@@ -21,7 +21,6 @@ Modes (``ScriptedUpstream.mode``):
 from __future__ import annotations
 
 import base64
-import hashlib
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -29,34 +28,18 @@ from dataclasses import dataclass, field
 
 import trio
 
-GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
-
-
-def accept(key: bytes) -> bytes:
-    return base64.b64encode(hashlib.sha1(key + GUID).digest())
+from tests.support.raw_http import expected_accept
+from tests.support.ws_frames import BINARY, CLOSE, TEXT, frame_bytes
 
 
 def switching(key: bytes, *, accept_value: bytes | None = None, upgrade: bool = True) -> bytes:
     lines = [b"HTTP/1.1 101 Switching Protocols"]
     if upgrade:
         lines += [b"Upgrade: websocket", b"Connection: Upgrade"]
-    lines.append(b"Sec-WebSocket-Accept: " + (accept_value or accept(key)))
+    lines.append(
+        b"Sec-WebSocket-Accept: " + (accept_value or expected_accept(key.decode()).encode())
+    )
     return b"\r\n".join(lines) + b"\r\n\r\n"
-
-
-def server_frame(first: int, payload: bytes, *, mask: bytes | None = None) -> bytes:
-    n = len(payload)
-    bit = 0x80 if mask else 0
-    if n < 126:
-        head = bytes([first, bit | n])
-    elif n < 1 << 16:
-        head = bytes([first, bit | 126]) + n.to_bytes(2, "big")
-    else:
-        head = bytes([first, bit | 127]) + n.to_bytes(8, "big")
-    if mask:
-        payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        return head + mask + payload
-    return head + payload
 
 
 @dataclass
@@ -87,11 +70,11 @@ class ScriptedUpstream:
             if name.strip().lower() == b"sec-websocket-key":
                 key = value.strip()
         reply = {
-            "opcode": switching(key) + server_frame(0x8F, b""),
-            "utf8": switching(key) + server_frame(0x81, b"\xff\xfe\xfd"),
-            "masked": switching(key) + server_frame(0x81, b"hi", mask=b"\x01\x02\x03\x04"),
-            "oversized": switching(key) + server_frame(0x82, b"x" * self.big),
-            "close-1002": switching(key) + server_frame(0x88, b"\x03\xeaframing"),
+            "opcode": switching(key) + frame_bytes(0xF, b""),
+            "utf8": switching(key) + frame_bytes(TEXT, b"\xff\xfe\xfd"),
+            "masked": switching(key) + frame_bytes(TEXT, b"hi", key=b"\x01\x02\x03\x04"),
+            "oversized": switching(key) + frame_bytes(BINARY, b"x" * self.big),
+            "close-1002": switching(key) + frame_bytes(CLOSE, b"\x03\xeaframing"),
             "bad-accept": switching(key, accept_value=base64.b64encode(b"0" * 20)),
             "no-upgrade": switching(key, upgrade=False),
             "not-http": b"\x00\xffthis is not HTTP\r\n\r\n",

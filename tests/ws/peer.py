@@ -1,7 +1,8 @@
 """A WebSocket client peer for engine tests: wsproto's frame layer over a trio stream.
 
 It is independent of the gateway's own frame encoder, so what the engine writes is parsed by
-someone else's code.  ``raw()`` sends hand-made bytes for malformed-frame cases.
+someone else's code.  ``raw()`` sends hand-made bytes (:mod:`tests.support.ws_frames`) for
+malformed-frame cases.
 """
 
 from __future__ import annotations
@@ -12,9 +13,7 @@ import trio
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Event, Message, TextMessage
 
-from tests.support.ws_frames import masked_frame
-
-__all__ = ["Peer", "masked_frame"]
+__all__ = ["Peer"]
 
 
 class Peer:

@@ -14,7 +14,8 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessag
 
 from gateway.ws import frames
 from gateway.ws.connection import Limits, WebSocketConnection
-from tests.ws.peer import Peer, masked_frame
+from tests.support.ws_frames import frame_bytes, masked_frame
+from tests.ws.peer import Peer
 
 DEFAULT_LIMITS = Limits()
 
@@ -115,7 +116,7 @@ async def test_aclose_gives_up_after_close_timeout(autojump_clock: trio.abc.Cloc
             + masked_frame(frames.OP_CONT, b"x"),
             1007,
         ),  # invalid UTF-8 split across fragments
-        (masked_frame(frames.OP_TEXT, b"x", mask=False), 1002),  # unmasked client frame
+        (frame_bytes(frames.OP_TEXT, b"x"), 1002),  # unmasked client frame
         (masked_frame(frames.OP_TEXT, b"x", rsv=1), 1002),  # RSV1 without an extension
         (masked_frame(0x3, b"x"), 1002),  # reserved opcode
         (masked_frame(frames.OP_CONT, b"x"), 1002),  # continuation with nothing to continue

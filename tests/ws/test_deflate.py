@@ -8,6 +8,7 @@ import pytest
 
 from gateway.ws.deflate import CLIENT_WINDOW_BITS, DeflateParams, Deflater, negotiate
 from gateway.ws.parser import FrameParser, Inflater
+from tests.support.ws_frames import BINARY, RSV1, masked_frame
 
 
 @pytest.mark.parametrize(
@@ -92,9 +93,7 @@ def test_compression_actually_shrinks_repetitive_messages() -> None:
 def test_inflater_with_a_small_window_reads_what_a_client_compressed() -> None:
     z = zlib.compressobj(wbits=-CLIENT_WINDOW_BITS)
     body = z.compress(b"abc" * 1000) + z.flush(zlib.Z_SYNC_FLUSH)
-    mask = b"\x00\x00\x00\x00"
-    n = len(body) - 4
-    frame = bytes([0xC2, 0x80 | 126]) + n.to_bytes(2, "big") + mask + body[:-4]
+    frame = masked_frame(BINARY, body[:-4], rsv=RSV1)
     parser = FrameParser(inflater=Inflater(CLIENT_WINDOW_BITS))
     parser.feed(frame)
     assert parser.events() == [b"abc" * 1000]

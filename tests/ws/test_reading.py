@@ -17,8 +17,9 @@ from wsproto.events import CloseConnection, Ping, Pong, TextMessage
 
 from gateway.ws.connection import ATTEND_AFTER, Limits, WebSocketConnection
 from gateway.ws.reading import Reader
+from tests.support.ws_frames import frame_bytes, masked_frame
 from tests.tasks import WRITER, tasks_under
-from tests.ws.peer import Peer, masked_frame
+from tests.ws.peer import Peer
 
 Handler = Callable[[WebSocketConnection], Awaitable[None]]
 DEFAULT = Limits()
@@ -265,7 +266,7 @@ async def test_ping_after_a_protocol_failure_raises_instead_of_hanging() -> None
     async with serving(handler) as (_, peer, _nursery):
         with trio.fail_after(5):
             # A good message, then an unmasked frame (1002), in one segment.
-            await peer.raw(masked_frame(0x1, b"hello") + masked_frame(0x1, b"bad", mask=False))
+            await peer.raw(masked_frame(0x1, b"hello") + frame_bytes(0x1, b"bad"))
             assert (await peer.close_event()).code == 1002
             await trio.testing.wait_all_tasks_blocked()
             assert outcome == ["hello", "raised"]
@@ -300,7 +301,7 @@ async def test_a_close_sent_with_the_handshake_is_finished_without_the_handler(
     trailing = (
         masked_frame(0x8, (1000).to_bytes(2, "big"))
         if frame == b"close"
-        else masked_frame(0x1, b"x", mask=False)
+        else frame_bytes(0x1, b"x")
     )
     client, server = trio.testing.memory_stream_pair()
     ws = WebSocketConnection(server, path="/t", trailing_data=trailing)

@@ -1,88 +1,16 @@
-"""Helpers for the proxy tests: the legacy-site subprocess and a response reader that, unlike
-:class:`tests.integration.conftest.RawClient`'s, understands chunked and close-delimited bodies
-and can tell a cut response from a complete one."""
+"""The client's side of the proxy tests: a response reader that, unlike
+:class:`tests.support.raw_http.RawClient`'s, understands chunked and close-delimited bodies
+and can tell a cut response from a complete one; a chunked body."""
 
 from __future__ import annotations
 
-import hashlib
-import http.client
-import json
-import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import trio
 
-from tests.integration.conftest import TIMEOUT, Response
-
-SERVER = Path(__file__).with_name("upstream_server.py")
-
-
-class UpstreamProcess:
-    """``upstream_server.py`` running on 127.0.0.1 on a port the OS picked."""
-
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(SERVER)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        self.port = int(self.proc.stdout.readline())
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stats_now(self) -> dict[str, Any]:
-        """What the upstream received so far (asked directly, not through the gateway)."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=TIMEOUT)
-        try:
-            conn.request("GET", "/__stats")
-            data: dict[str, Any] = json.loads(conn.getresponse().read())
-        finally:
-            conn.close()
-        return data
-
-    async def stats(self) -> dict[str, Any]:
-        return await trio.to_thread.run_sync(self.stats_now)
-
-    def kill(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.kill()
-        assert self.proc.stdout is not None
-        self.proc.stdout.close()
-
-
-@contextmanager
-def running_upstream() -> Iterator[UpstreamProcess]:
-    upstream = UpstreamProcess()
-    try:
-        yield upstream
-    finally:
-        upstream.stop()
-
-
-def pattern_sha256(size: int) -> str:
-    """The digest of what ``/big?size=N`` serves, computed in 64 KiB blocks."""
-    block = bytes(range(256)) * 256
-    sha = hashlib.sha256()
-    left = size
-    while left:
-        piece = block[: min(left, len(block))]
-        sha.update(piece)
-        left -= len(piece)
-    return sha.hexdigest()
+from tests.support.raw_http import Response
+from tests.support.timeouts import TIMEOUT
 
 
 class Cut(AssertionError):
@@ -192,23 +120,3 @@ def chunked(body: bytes, size: int = 65536) -> bytes:
         piece = body[i : i + size]
         out += b"%x\r\n%s\r\n" % (len(piece), piece)
     return bytes(out + b"0\r\n\r\n")
-
-
-def echoed(response: Response) -> dict[str, Any]:
-    """The upstream's JSON echo of a request; header names lowercased, in order."""
-    assert response.status == 200, (response.status, response.body[:300])
-    data: dict[str, Any] = json.loads(response.body)
-    data["headers"] = [(k.lower(), v) for k, v in data["headers"]]
-    return data
-
-
-def header_values(echo: dict[str, Any], name: str) -> list[str]:
-    return [v for k, v in echo["headers"] if k == name]
-
-
-def rss_bytes() -> int:
-    """This process's resident set size now (Linux ``/proc``)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS in /proc/self/status")

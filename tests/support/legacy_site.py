@@ -3,8 +3,8 @@
 :func:`run_legacy_site` binds a socket on 127.0.0.1 port 0 first (so the port is known before
 uvicorn starts), serves a fresh :class:`LegacySite` on it from a thread
 (``uvicorn.Server(config).run(sockets=[sock])``), and stops it on exit.  The site object is
-returned too, so tests can look at what it saw (``ws_closes``).  :func:`http` is a minimal
-h11 client for requests to it.
+returned too, so tests can look at what it saw (``ws_closes``); requests to it go through
+:func:`tests.support.http_client.fetch`.
 """
 
 from __future__ import annotations
@@ -16,15 +16,13 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 
-import h11
 import trio
 import trio_websocket
 import uvicorn
 
 from examples.legacy.app import LegacySite
-
-STARTUP_DEADLINE = 10.0
-TIMEOUT = 10.0
+from tests.support.http_client import fetch
+from tests.support.timeouts import STARTUP_DEADLINE, TIMEOUT
 
 
 @dataclass
@@ -76,67 +74,14 @@ def run_legacy_site() -> Iterator[LegacyServer]:
         sock.close()
 
 
-def free_port() -> int:
-    """A port nothing listens on (bound, then released): an unreachable upstream."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes
-
-    def header(self, name: str) -> str | None:
-        return next((v for n, v in self.headers if n == name.lower()), None)
-
-
-async def http(
-    port: int,
-    method: str,
-    target: str,
-    headers: Sequence[tuple[str, str]] = (),
-    body: bytes = b"",
-) -> Reply:
-    """One request to ``127.0.0.1:port`` on a fresh connection; the whole response."""
-    with trio.fail_after(TIMEOUT):
-        stream = await trio.open_tcp_stream("127.0.0.1", port)
-        async with stream:
-            conn = h11.Connection(h11.CLIENT)
-            head = [("Host", f"127.0.0.1:{port}"), ("Connection", "close"), *headers]
-            if body:
-                head.append(("Content-Length", str(len(body))))
-            data = conn.send(h11.Request(method=method, target=target, headers=head))
-            data += conn.send(h11.Data(data=body)) if body else b""
-            data += conn.send(h11.EndOfMessage())
-            await stream.send_all(data)
-            response: h11.Response | None = None
-            content = bytearray()
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    conn.receive_data(bytes(await stream.receive_some(65536)))
-                elif isinstance(event, h11.Response):
-                    response = event
-                elif isinstance(event, h11.Data):
-                    content += event.data
-                elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-                    break
-    assert response is not None
-    decoded = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in response.headers]
-    return Reply(response.status_code, decoded, bytes(content))
-
-
 async def login(port: int, user: str) -> str:
     """Log ``user`` in at the legacy site; the ``Cookie`` header value for the session."""
-    reply = await http(
-        port,
-        "POST",
+    reply = await fetch(
+        f"http://127.0.0.1:{port}",
         "/login",
         [("Content-Type", "application/x-www-form-urlencoded")],
-        f"user={user}".encode(),
+        method="POST",
+        body=f"user={user}".encode(),
     )
     assert reply.status == 303, reply
     set_cookie = reply.header("set-cookie")
