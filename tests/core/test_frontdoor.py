@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from gateway.core.decisions import Destroy, Health, MountRoute, Reject, Static, Upgrade
 from gateway.core.frontdoor import HeadLimits, Policy, classify
 from gateway.core.routing import Router, Template
-from tests.core.requests import parse, request, upgrade
+from tests.support.parsed_requests import parse, request, upgrade
 
 ECHO = MountRoute("echo", None)
 CHAT = MountRoute("chat", ("https://app.example",), require_origin=True)
@@ -234,3 +234,35 @@ def test_origin_behind_a_trusted_proxy_uses_the_forwarded_scheme_and_host() -> N
     refused = classify(request, policy, peer=stranger)
     assert type(refused).__name__ == "Reject" and refused.status == 403  # type: ignore[union-attr]
     assert type(classify(request, policy)).__name__ == "Reject"  # no peer known: no trust
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        # the head limits come first, wherever the oversized field stands
+        ([("Host", "a"), ("Host", "b"), ("x", "v" * 48)], 431),
+        ([("x", "v" * 48), ("Transfer-Encoding", "chunked"), ("Content-Length", "1")], 431),
+        # then Host, then the framing
+        (
+            [
+                ("Host", "a"),
+                ("Host", "b"),
+                ("Transfer-Encoding", "chunked"),
+                ("Content-Length", "1"),
+            ],
+            400,
+        ),
+        ([("Transfer-Encoding", "chunked"), ("Content-Length", "1")], 400),
+        # names are compared case-insensitively (h11 keeps them as sent in raw_items)
+        ([("UPGRADE", "WebSocket"), ("Connection", "upgrade")], None),
+    ],
+)
+def test_the_checks_of_one_pass_keep_their_order(
+    fields: list[tuple[str, str]], expected: int | None
+) -> None:
+    req = h11.Request(method="GET", target="/nowhere", headers=[("Host", "h"), *fields][-6:])
+    d = classify(req, policy(limits=LIMITS))
+    if expected is None:
+        assert isinstance(d, Destroy)  # routed as an upgrade: unknown path
+    else:
+        assert status(d) == expected

@@ -11,7 +11,7 @@ from gateway.core.frontdoor import ALLOW_OWN, ALLOW_PROXIED, Policy, classify
 from gateway.core.origin import LOOPBACK_HOSTS
 from gateway.core.routing import Router, Template
 from gateway.core.upstream import ProxyRoutes, Upstream
-from tests.core.requests import parse, request, upgrade
+from tests.support.parsed_requests import parse, request, upgrade
 
 DEFAULT, API = Upstream("legacy", 80), Upstream("api", 81)
 ROUTES = ProxyRoutes([("/api", API)], DEFAULT)

@@ -8,7 +8,7 @@ from gateway.core.decisions import Destroy, Health, MountRoute, Proxy, Reject, S
 from gateway.core.frontdoor import Policy, classify
 from gateway.core.routing import Router, Template
 from gateway.core.upstream import ProxyRoutes, Upstream
-from tests.core.requests import request, upgrade
+from tests.support.parsed_requests import request, upgrade
 
 DEFAULT, API = Upstream("legacy", 80), Upstream("api", 81)
 ROUTES = ProxyRoutes([("/api", API)], DEFAULT)

@@ -6,7 +6,7 @@ import pytest
 
 from gateway.core import handshake
 from gateway.core.decisions import HandshakeInfo, Reject
-from tests.core.requests import KEY, request, upgrade, upgrade_headers
+from tests.support.parsed_requests import KEY, request, upgrade, upgrade_headers
 
 
 def test_accept_key_matches_rfc_example() -> None:

@@ -14,9 +14,9 @@ from gateway.ws.connection import ATTEND_AFTER
 from tests.support.in_process import GatewayFactory, Running
 from tests.support.raw_http import new_key, raw_connection, request, upgrade_headers
 from tests.support.raw_ws import close_code, open_echo, rest_until_closed
+from tests.support.tasks import helper_tasks
 from tests.support.timeouts import TIMEOUT
 from tests.support.ws_frames import BINARY, CLOSE, PING, PONG, TEXT, masked_frame
-from tests.tasks import helper_tasks
 
 
 async def test_idle_echo_connections_have_no_helper_tasks(gateway: Running) -> None:

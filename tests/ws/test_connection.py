@@ -15,7 +15,7 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessag
 from gateway.ws import frames
 from gateway.ws.connection import Limits, WebSocketConnection
 from tests.support.ws_frames import frame_bytes, masked_frame
-from tests.ws.peer import Peer
+from tests.support.ws_peer import Peer
 
 DEFAULT_LIMITS = Limits()
 

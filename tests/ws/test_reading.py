@@ -17,9 +17,9 @@ from wsproto.events import CloseConnection, Ping, Pong, TextMessage
 
 from gateway.ws.connection import ATTEND_AFTER, Limits, WebSocketConnection
 from gateway.ws.reading import Reader
+from tests.support.tasks import WRITER, tasks_under
 from tests.support.ws_frames import frame_bytes, masked_frame
-from tests.tasks import WRITER, tasks_under
-from tests.ws.peer import Peer
+from tests.support.ws_peer import Peer
 
 Handler = Callable[[WebSocketConnection], Awaitable[None]]
 DEFAULT = Limits()

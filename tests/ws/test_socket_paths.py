@@ -20,9 +20,9 @@ from gateway.ws import reading
 from gateway.ws.connection import Limits, WebSocketConnection
 from gateway.ws.readiness import AVAILABLE as OWN_WATCH
 from gateway.ws.readiness import readiness
+from tests.support.tasks import WRITER, helper_tasks
 from tests.support.ws_frames import masked_frame
-from tests.tasks import WRITER, helper_tasks
-from tests.ws.peer import Peer
+from tests.support.ws_peer import Peer
 
 Handler = Callable[[WebSocketConnection], Awaitable[None]]
 BUFFER = 4096  # bytes of kernel buffer each way: every large write is partial
