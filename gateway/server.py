@@ -12,6 +12,7 @@ lifespans unwind last.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import ssl
 from collections.abc import Callable, Sequence
@@ -21,7 +22,7 @@ from trio_websocket import Endpoint
 
 from gateway import admin, reloader
 from gateway.app import App
-from gateway.client_limits import CONNECTIONS_RESPONSE, Slot
+from gateway.client_limits import CONNECTIONS_RESPONSE
 from gateway.config.schema import Config
 from gateway.core.address import ListenAddress
 from gateway.log import RateLimit
@@ -176,7 +177,23 @@ async def _accept_loop(
             continue
         app.stats.accepted += 1
         app.connection_opened()
-        nursery.start_soon(_connection, app, stream, context, crashes, slot)
+        served: trio.abc.Stream = stream
+        if context is not None:
+            served = trio.SSLStream(stream, context, server_side=True, https_compatible=True)
+        # The connection's one task runs the seam itself (no frame of ours above it for the
+        # connection's whole life); it releases the slot and counts the connection closed.
+        nursery.start_soon(
+            functools.partial(
+                serve_connection,
+                app,
+                served,
+                remote=_remote(stream, context is not None),
+                secure=context is not None,
+                slot=slot,
+                crashes=crashes,
+            ),
+            name="connection",
+        )
 
 
 async def _refuse(
@@ -211,39 +228,6 @@ async def _refuse(
     finally:
         _lingering -= linger
         await trio.aclose_forcefully(served)
-
-
-async def _connection(
-    app: App,
-    stream: trio.SocketStream,
-    context: ssl.SSLContext | None,
-    crashes: RateLimit,
-    slot: Slot,
-) -> None:
-    # This frame lives as long as the connection, so it keeps nothing of its own: the peer's
-    # address goes straight to the HTTP side (a WebSocket reads its endpoints from its stream).
-    try:
-        served: trio.abc.Stream = stream
-        if context is not None:
-            served = trio.SSLStream(stream, context, server_side=True, https_compatible=True)
-        await serve_connection(
-            app,
-            served,
-            remote=_remote(stream, context is not None),
-            secure=context is not None,
-            slot=slot,
-        )
-    except (trio.BrokenResourceError, trio.ClosedResourceError):
-        pass  # the peer went away mid-write; nothing to report
-    except Exception:
-        # A bug in the gateway must cost one connection, never the server, nor flood the log.
-        dropped = crashes.allow()
-        if dropped is not None:
-            more = f" ({dropped} more not logged)" if dropped else ""
-            log.exception("connection handler crashed%s", more)
-    finally:
-        app.limits.release(slot)
-        app.connection_closed()
 
 
 def _remote(stream: trio.SocketStream, secure: bool) -> Endpoint | None:

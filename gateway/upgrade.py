@@ -24,7 +24,7 @@ import functools
 import inspect
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import h11
@@ -67,35 +67,63 @@ async def serve_connection(
     remote: Endpoint | None,
     secure: bool = False,
     slot: Slot | None = None,
+    crashes: RateLimit | None = None,
 ) -> None:
     """One connection from accept to close: HTTP until it upgrades, then the WebSocket session.
 
-    The session is served from this frame, not inside the HTTP loop nor in a further coroutine:
-    an idle WebSocket keeps this one frame of ours, and none of h11's state, the request or the
-    handshake (each ``del`` below lets one go).  The stream is closed on every path."""
-    http = HTTPConnection(app, stream, remote=remote, secure=secure, slot=slot)
-    del slot  # released by the caller (gateway.server), which holds it for the connection
-    del remote  # the HTTP side's; a WebSocket reads its endpoints from its stream
-    wanted = await http.serve()  # closes the stream unless the client asks to upgrade
-    if wanted is None:
-        return
-    opened = await _handshake(app, http, *wanted)  # closes the stream unless it opened
-    del http, wanted
-    if opened is None:
-        return
-    ws, session, handler_task = opened
-    del opened
-    started = trio.current_time()
+    ``slot`` is the server's account of the connection (:mod:`gateway.server`): released, and
+    the connection counted closed, when it ends.  With ``crashes``, a bug in the gateway's own
+    code costs this connection only: it is logged (rate-limited) instead of raised.  A peer
+    that went away mid-write is nothing to report.  The stream is closed on every path.
+
+    The session and its handler run in this frame, under the handler contract
+    (:mod:`gateway.api`): an idle WebSocket keeps this one coroutine frame of the gateway's
+    (the server spawns this function itself; the engine's part is a context,
+    :meth:`WebSocketConnection.serving`, not a coroutine), and none of h11's state, the
+    request or the handshake (each ``del`` below lets one go)."""
     try:
-        await ws.serve(handler_task)
+        http = HTTPConnection(app, stream, remote=remote, secure=secure, slot=slot)
+        del remote  # the HTTP side's; a WebSocket reads its endpoints from its stream
+        wanted = await http.serve()  # closes the stream unless the client asks to upgrade
+        if wanted is None:
+            return
+        opened = await _handshake(app, http, *wanted)  # closes the stream unless it opened
+        del http, wanted
+        if opened is None:
+            return
+        ws, session, handler = opened
+        del opened
+        started = trio.current_time()
+        try:
+            async with ws.serving():
+                try:
+                    await handler(ws, session)
+                except Exception as exc:
+                    code, reason = handler_ending(exc, session)
+                else:
+                    code, reason = 1000, ""
+                await ws.aclose(code, reason)
+        finally:
+            session.mount.unregister(ws)  # registered by _handshake, through its reservation
+        log_closed(ws, session, started)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass  # the peer went away mid-write; nothing to report
+    except Exception:
+        if crashes is None:
+            raise
+        dropped = crashes.allow()
+        if dropped is not None:
+            more = f" ({dropped} more not logged)" if dropped else ""
+            log.exception("connection handler crashed%s", more)
     finally:
-        session.mount.unregister(ws)  # registered by _handshake, through its reservation
-    log_closed(ws, session, started)
+        if slot is not None:
+            app.limits.release(slot)
+            app.connection_closed()
 
 
 async def _handshake(
     app: App, http: HTTPConnection, request: h11.Request, decision: Upgrade
-) -> tuple[WebSocketConnection, Session, Callable[[], Awaitable[None]]] | None:
+) -> tuple[WebSocketConnection, Session, Handler] | None:
     """From the front door's ``Upgrade`` to a registered connection, or ``None`` when the
     handshake was refused (answered) or its deadline passed (the stream is then closed)."""
     runtime = app.mounts[decision.mount.name]  # this generation's, to the end
@@ -321,11 +349,11 @@ def open_session(
     target: str,
     header_block: bytes,
     trailing: bytes,
-) -> tuple[WebSocketConnection, Session, Callable[[], Awaitable[None]]]:
+) -> tuple[WebSocketConnection, Session, Handler]:
     """Set up an accepted WebSocket, once its 101 is out: its connection (given ``trailing``,
     the bytes the client sent behind its handshake), its :class:`Session` (sharing the
-    connection's ``header_block``, :func:`gateway.core.headers.pack`) and the handler task for
-    :meth:`WebSocketConnection.serve` (see :mod:`gateway.api`).
+    connection's ``header_block``, :func:`gateway.core.headers.pack`) and the plugin's
+    handler to run with them (see :mod:`gateway.api`).
 
     The caller registers the connection with the mount, serves it, unregisters it in a
     ``finally``, then calls :func:`log_closed`.  Nothing returned refers to the admission or
@@ -355,7 +383,6 @@ def open_session(
         subprotocols=request.subprotocols,
         header_block=header_block,
     )
-    handler_task = functools.partial(call_handler, runtime.plugin.handler, ws, session)
     # DEBUG: the session's INFO line is the closing one, which says all this and more (one
     # line per session, as an access log has one per request: each costs ~5% of a handshake).
     if session.log.isEnabledFor(logging.DEBUG):
@@ -370,7 +397,7 @@ def open_session(
         )
     if app.draining:  # shutdown began during the handshake
         ws.close_nowait(1001, "server shutting down")
-    return ws, session, handler_task
+    return ws, session, runtime.plugin.handler
 
 
 # Per-session counters (the engine's), written on the closed line.
@@ -397,21 +424,15 @@ def log_closed(ws: WebSocketConnection, session: Session, opened: float | None =
     session.log.info("closed", extra=fields)
 
 
-async def call_handler(handler: Handler, ws: WebSocketConnection, session: Session) -> None:
-    """Run the handler, then close the WebSocket with the code its ending maps to (the
-    handler contract).  This is the handler task :meth:`WebSocketConnection.serve` runs: one
-    coroutine, so an idle session keeps one frame for it."""
-    try:
-        await handler(ws, session)
-    except ConnectionClosed:
-        code, reason = 1000, ""  # the peer (or the gateway) closed first: a normal end
-    except CloseSession as exc:
-        code, reason = exc.code, exc.reason
-    except Exception as exc:
-        code, reason = _from_exception(exc, session)
-    else:
-        code, reason = 1000, ""
-    await ws.aclose(code, reason)
+def handler_ending(exc: Exception, session: Session) -> tuple[int, str]:
+    """The close code and reason a handler's exception maps to (the handler contract,
+    :mod:`gateway.api`): the peer (or the gateway) closed first: 1000; ``CloseSession``: its
+    code; anything else is a plugin bug: 1011, logged with the session id."""
+    if isinstance(exc, ConnectionClosed):
+        return 1000, ""
+    if isinstance(exc, CloseSession):
+        return exc.code, exc.reason
+    return _from_exception(exc, session)
 
 
 def _from_exception(exc: Exception, session: Session) -> tuple[int, str]:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import types
 from collections.abc import Awaitable, Callable, Sequence
 
 import trio
@@ -414,48 +415,75 @@ class WebSocketConnection(trio.abc.AsyncResource):
         Cancelled, the stream is closed (1006 if no Close was exchanged).  The reader and
         writer tasks are started on need (an idle connection has neither: its handler waits
         in ``get_message``, reading the socket itself) in the nursery that started this task;
-        they are cancelled, and waited for, before this returns.
+        they are cancelled, and waited for, before this returns.  (:meth:`serving` is the
+        same as a context, for a caller that runs the handler in its own frame.)
 
         :raises RuntimeError: called from the root task (there is no nursery above it)."""
-        reader = self._reader
-        try:
-            self._proto.start_keepalive(trio.current_time())
-            self._arm_keepalive()
-            if self._trailing_data:
-                # Frames the client sent right behind its handshake.
-                data, self._trailing_data = self._trailing_data, b""
-                reader.consume(data)
-            task_status.started()
-            # (After started(): nursery.start() moves this task to its nursery there.)
-            self._nursery = trio.lowlevel.current_task().parent_nursery
-            if self._nursery is None:
-                raise RuntimeError("WebSocketConnection.serve() must run in a nursery's task")
-            reader.serving = self._out.serving = True
-            self._out.start_if_wanted()
-            if not self._proto.receiving:
-                reader.start_reader()  # a Close (or a bad frame) came with the handshake
-            else:
-                reader.left_reading()  # nobody reads yet: the handler should, soon
+        async with self.serving(handled=handler is not None, task_status=task_status):
             if handler is not None:
                 await handler()
-                # Nobody takes messages any more: reading goes on only for the Close.
-                self._inbox.discard()
-            await reader.read_until_finished()  # no handler: this task is the reader
-            # Reading is over (the closing handshake is decided): our last frames (the
-            # Close reply) go out, then §7.1.1: the server closes TCP first.
-            await self._conclude()
-            self._out.stop()
-        finally:
-            reader.serving = self._out.serving = False
-            for scope in self._helpers or ():
-                scope.cancel()
-            await self._close_stream()
-            if self._helpers:
-                # As a nursery would: the cancelled helpers end before serve() does.
-                self._helpers_done = done = trio.Event()
-                with trio.CancelScope(shield=True):
-                    await done.wait()
-            self._nursery = None
+
+    def serving(
+        self,
+        *,
+        handled: bool = True,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> Serving:
+        """:meth:`serve` as an async context: the ``async with`` block is the handler (it runs
+        in the calling task, whose nursery takes the helper tasks); leaving it normally, the
+        engine reads until the closing handshake is over and closes TCP; leaving it with an
+        exception (a cancellation), the stream is closed at once.  ``handled=False``: no
+        handler takes messages, the engine reads for the caller (``serve(None)``).
+
+        A class, not a generator: while the block runs (an idle session's whole life) no
+        coroutine frame of the engine's is kept for it (docs/performance.md, idle memory).
+
+        :raises RuntimeError: entered from the root task (there is no nursery above it)."""
+        return Serving(self, handled, task_status)
+
+    def _begin_serving(self, task_status: trio.TaskStatus[None]) -> None:
+        reader = self._reader
+        self._proto.start_keepalive(trio.current_time())
+        self._arm_keepalive()
+        if self._trailing_data:
+            # Frames the client sent right behind its handshake.
+            data, self._trailing_data = self._trailing_data, b""
+            reader.consume(data)
+        task_status.started()
+        # (After started(): nursery.start() moves this task to its nursery there.)
+        self._nursery = trio.lowlevel.current_task().parent_nursery
+        if self._nursery is None:
+            raise RuntimeError("WebSocketConnection.serve() must run in a nursery's task")
+        reader.serving = self._out.serving = True
+        self._out.start_if_wanted()
+        if not self._proto.receiving:
+            reader.start_reader()  # a Close (or a bad frame) came with the handshake
+        else:
+            reader.left_reading()  # nobody reads yet: the handler should, soon
+
+    async def _finish_serving(self, handled: bool) -> None:
+        """The handler is done (or there is none): the rest of the closing handshake."""
+        if handled:
+            # Nobody takes messages any more: reading goes on only for the Close.
+            self._inbox.discard()
+        await self._reader.read_until_finished()  # no handler: this task is the reader
+        # Reading is over (the closing handshake is decided): our last frames (the Close
+        # reply) go out, then §7.1.1: the server closes TCP first.
+        await self._conclude()
+        self._out.stop()
+
+    async def _end_serving(self) -> None:
+        """Whatever happened: helpers cancelled, the stream closed, the helpers waited for."""
+        self._reader.serving = self._out.serving = False
+        for scope in self._helpers or ():
+            scope.cancel()
+        await self._close_stream()
+        if self._helpers:
+            # As a nursery would: the cancelled helpers end before serving does.
+            self._helpers_done = done = trio.Event()
+            with trio.CancelScope(shield=True):
+                await done.wait()
+        self._nursery = None
 
     def _spawn(self, task: Callable[[], Awaitable[None]]) -> None:
         """Start a helper task (the reader's or the writer's) beside the serving task."""
@@ -615,3 +643,40 @@ def _endpoint(stream: trio.abc.Stream, *, local: bool) -> Endpoint | str | None:
         return Endpoint(address[0], address[1], secure)
     except (OSError, ValueError, IndexError):
         return None
+
+
+class Serving:
+    """:meth:`WebSocketConnection.serving`'s context (see there)."""
+
+    __slots__ = ("_handled", "_task_status", "_ws")
+
+    def __init__(
+        self, ws: WebSocketConnection, handled: bool, task_status: trio.TaskStatus[None]
+    ) -> None:
+        self._ws = ws
+        self._handled = handled
+        self._task_status: trio.TaskStatus[None] | None = task_status
+
+    async def __aenter__(self) -> WebSocketConnection:
+        ws = self._ws
+        task_status, self._task_status = self._task_status, None
+        assert task_status is not None, "serving() is entered once"
+        try:
+            ws._begin_serving(task_status)
+        except BaseException:
+            await ws._end_serving()
+            raise
+        return ws
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: types.TracebackType | None,
+    ) -> None:
+        ws = self._ws
+        try:
+            if exc_type is None:
+                await ws._finish_serving(self._handled)
+        finally:
+            await ws._end_serving()
