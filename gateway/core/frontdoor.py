@@ -100,11 +100,11 @@ def classify(
     if not request.http_version.startswith(b"1."):
         # RFC 9110 §2.5, §15.6.6: only major version 1 is ours; a higher minor is read as 1.1.
         return Reject(505, "HTTP version not supported", close=True)
-    refused = (
-        check_head(request, policy.limits)
-        or _check_host(request, policy.hosts)
-        or _check_framing(request)
-    )
+    seen = _scan(request, policy.limits)
+    if isinstance(seen, Reject):
+        return seen
+    hosts, upgrades, has_te, has_cl = seen
+    refused = _check_host(hosts, policy.hosts) or _check_framing(request, has_te, has_cl)
     if refused is not None:
         return refused
     if request.method == b"CONNECT":
@@ -116,7 +116,7 @@ def classify(
     raw_path, raw_query = hdr.split_target(request.target)
     path = raw_path.decode("ascii", "replace")  # h11 only lets visible ASCII through
 
-    if handshake.is_websocket_upgrade(request):
+    if upgrades and b"websocket" in hdr.tokens(upgrades, b"upgrade"):  # is_websocket_upgrade
         return _upgrade(request, policy, path, raw_query.decode("ascii", "replace"), secure, peer)
 
     if path == policy.health_path:
@@ -139,27 +139,48 @@ def classify(
     return Static(path, fallback=proxy)
 
 
-def check_head(request: h11.Request, limits: HeadLimits) -> Reject | None:
+# The fields the checks below read; every other field costs one set lookup in _scan.
+_WATCHED = frozenset({b"host", b"upgrade", b"transfer-encoding", b"content-length"})
+_Seen = tuple[list[bytes], list[tuple[bytes, bytes]], bool, bool]
+
+
+def _scan(request: h11.Request, limits: HeadLimits) -> Reject | _Seen:
     """414 for a long request line; 431 for a long header line, too many headers or too big a
-    head.  Sizes are those of the bytes h11 parsed (names keep their length when lowercased)."""
+    head (sizes of the bytes h11 parsed: h11 only bounds an *incomplete* head).  In the same
+    pass over the fields, what the other checks read: the Host values, the Upgrade fields,
+    whether Transfer-Encoding and Content-Length came.  One pass, not one per question."""
     line = len(request.method) + len(request.target) + 10  # "M T HTTP/1.1"
     if line > limits.max_request_line:
         return Reject(414, "request line too long", close=True)
-    if len(request.headers) > limits.max_headers:
+    items = request.headers.raw_items()  # names as sent: the same length lowercased
+    if len(items) > limits.max_headers:
         return Reject(431, "too many header fields", close=True)
+    longest = limits.max_header_line
     total = line + 4
-    for name, value in request.headers:
-        size = len(name) + len(value) + 2  # "name: value"
-        if size > limits.max_header_line:
+    hosts: list[bytes] = []
+    upgrades: list[tuple[bytes, bytes]] = []
+    has_te = has_cl = False
+    for raw, value in items:
+        size = len(raw) + len(value) + 2  # "name: value"
+        if size > longest:
             return Reject(431, "header field too long", close=True)
         total += size + 2
+        name = raw.lower()
+        if name in _WATCHED:
+            if name == b"host":
+                hosts.append(value)
+            elif name == b"upgrade":
+                upgrades.append((name, value))
+            elif name == b"transfer-encoding":
+                has_te = True
+            else:
+                has_cl = True
     if total > limits.max_head_bytes:
         return Reject(431, "request head too large", close=True)
-    return None
+    return hosts, upgrades, has_te, has_cl
 
 
-def _check_host(request: h11.Request, allowed: tuple[str, ...] | None) -> Reject | None:
-    hosts = hdr.values(request.headers, b"host")
+def _check_host(hosts: list[bytes], allowed: tuple[str, ...] | None) -> Reject | None:
     if len(hosts) > 1 or (hosts and not handshake.valid_host(hosts[0])):
         # RFC 9112 §3.2: 400 for several Host lines or an invalid one, on any request.
         return Reject(400, "invalid Host header", close=True)
@@ -170,10 +191,8 @@ def _check_host(request: h11.Request, allowed: tuple[str, ...] | None) -> Reject
     return None
 
 
-def _check_framing(request: h11.Request) -> Reject | None:
-    h = request.headers
-    has_te = any(n == b"transfer-encoding" for n, _ in h)
-    if has_te and any(n == b"content-length" for n, _ in h):
+def _check_framing(request: h11.Request, has_te: bool, has_cl: bool) -> Reject | None:
+    if has_te and has_cl:
         # RFC 9112 §6.1: such a message "ought to be handled as an error"; the connection
         # must be closed after responding, else a smuggled request may follow.
         return Reject(400, "both Content-Length and Transfer-Encoding", close=True)
