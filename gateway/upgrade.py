@@ -50,6 +50,7 @@ from gateway.ws.connection import Limits, WebSocketConnection
 from gateway.ws.deflate import DeflateParams
 
 log = logging.getLogger("gateway.upgrade")
+_sessions_log = logging.getLogger("gateway.session")  # session.log's logger
 
 INTERNAL_ERROR = 1011
 # A plugin's check() that fails answers 500 (never a dropped connection) and is logged,
@@ -411,6 +412,8 @@ def log_closed(ws: WebSocketConnection, session: Session, opened: float | None =
     closed = ws.closed
     user = auth.principal_user(session.principal)
     fields: dict[str, object] = {
+        "mount": session.mount.name,  # what session.log adds, without an adapter per line
+        "session": session.id,
         "path": safe(session.path),
         "remote": remote_text(session.remote),
         "user": None if user is None else safe(user),
@@ -421,7 +424,7 @@ def log_closed(ws: WebSocketConnection, session: Session, opened: float | None =
         fields["duration_ms"] = round((trio.current_time() - opened) * 1000, 1)
     for name in _COUNTERS:
         fields[name] = getattr(ws, name)
-    session.log.info("closed", extra=fields)
+    _sessions_log.info("closed", extra=fields)
 
 
 def handler_ending(exc: Exception, session: Session) -> tuple[int, str]:

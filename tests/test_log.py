@@ -189,3 +189,35 @@ def test_limited_lines_are_limited_per_kind() -> None:
         logger.removeHandler(handler)
     assert [r.getMessage() for r in records] == ["a0", "a1", "b", "a again"]
     assert getattr(records[-1], "dropped", None) == 3
+
+
+def test_the_text_formats_time_follows_each_records_second() -> None:
+    """The time prefix is formatted once a second: records in the same second share it, the
+    next second gets its own (never a stale one)."""
+    formatter = OneLineFormatter("%(asctime)s %(message)s", "%Y-%m-%dT%H:%M:%S")
+
+    def at(created: float) -> str:
+        record = logging.LogRecord("t", logging.INFO, "", 0, "m", None, None)
+        record.created = created
+        return formatter.format(record)
+
+    base = 1_700_000_000.0
+    first, same, later = at(base + 0.1), at(base + 0.9), at(base + 1.0)
+    assert first == same == formatter.formatTime(_created_at(base), "%Y-%m-%dT%H:%M:%S") + " m"
+    assert later != first and later.endswith(" m")
+    assert at(base + 0.5) == first  # back to an earlier second: formatted again, correctly
+
+
+def _created_at(created: float) -> logging.LogRecord:
+    record = logging.LogRecord("t", logging.INFO, "", 0, "m", None, None)
+    record.created = created
+    return record
+
+
+def test_numbers_and_text_fields_are_written_as_key_value_pairs() -> None:
+    formatter = OneLineFormatter("%(message)s")
+    record = _created_at(0.0)
+    record.__dict__.update(code=1000, duration_ms=1.5, reason="going away", path="/a=b", user="")
+    assert formatter.format(record) == (
+        'm user="" path="/a=b" code=1000 reason="going away" duration_ms=1.5'
+    )
