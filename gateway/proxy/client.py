@@ -78,7 +78,7 @@ class UpstreamConnection:
         self.exchanges = 0  # completed request/response exchanges (for reuse accounting)
         self.received = 0  # bytes received in the current exchange
         self.carried_body = False  # the current request had a body (see pool: strict reuse)
-        self._awaiting = False  # the request head just went out: no answer can be there yet
+        self._awaiting = False  # the request just went out: no answer can be there yet
 
     async def send(self, *events: h11.Event) -> None:
         """Serialise ``events`` with h11 and write them (the request body's pieces: h11
@@ -143,6 +143,12 @@ class UpstreamConnection:
         ``progress()`` (the request body bytes sent so far) moved meanwhile: an upstream that
         is still being fed a slow upload is not stalled.
         """
+        if self._awaiting:
+            # The request just went out: no answer can be here yet, neither in h11's buffer
+            # (the pool took the connection only with that empty) nor in the kernel's, so
+            # wait for it at once instead of asking h11 and failing a read first.
+            self._awaiting = False
+            self.conn.receive_data(await self._receive(progress, wait=True))
         while (event := self.next_ready()) is None:
             self.conn.receive_data(await self._receive(progress))
         return event
@@ -161,14 +167,11 @@ class UpstreamConnection:
             raise UpstreamError("upstream closed the connection")
         return event
 
-    async def _receive(self, progress: Callable[[], int] | None) -> bytes:
-        wire = self.wire
-        if self._awaiting:
-            # The request just went out: its answer cannot be here yet, so wait for it at
-            # once rather than fail a read first (two EAGAINs per exchange, measured).
-            self._awaiting = False
-        else:
-            ready = wire.receive_now(RECEIVE_SIZE)
+    async def _receive(self, progress: Callable[[], int] | None, *, wait: bool = False) -> bytes:
+        """The next bytes: at once when the kernel has them (unless ``wait``: the caller
+        knows it has not), else after waiting (one deadline, and one failed read, at most)."""
+        if not wait:
+            ready = self.wire.receive_now(RECEIVE_SIZE)
             if ready is not None:
                 self.received += len(ready)
                 return ready

@@ -151,7 +151,8 @@ async def forward(
             completed = True
             return exchange.body_done and not exchange.close_client
         finally:
-            await pool.release(up, completed=completed)  # pool.py's rules decide its reuse
+            if not pool.put_back(up, completed=completed):  # pool.py's rules decide reuse
+                await up.aclose()
     finally:
         if buffered is not None:
             await buffered.aclose()

@@ -70,17 +70,11 @@ class UpstreamPool:
 
     async def acquire(self) -> UpstreamConnection:
         """As :meth:`lease` without the context manager (the proxy's hot path): the caller
-        must :meth:`release` it in a ``finally``, ``completed=False`` on any exception."""
-        return await self._acquire()
-
-    async def release(self, conn: UpstreamConnection, *, completed: bool) -> None:
-        if not completed:
-            conn.broken = True  # an error or cancellation: never reuse
-        await self._release(conn)
-
-    async def _acquire(self) -> UpstreamConnection:
-        while self.idle:
-            conn = self.idle.pop()  # most recently used first: the least likely to be stale
+        must :meth:`release` (or :meth:`put_back`) it in a ``finally``, ``completed=False`` on
+        any exception."""
+        idle = self.idle
+        while idle:
+            conn = idle.pop()  # most recently used first: the least likely to be stale
             found = conn.surplus()
             if found is None:
                 self.reused += 1
@@ -94,12 +88,20 @@ class UpstreamPool:
         self.opened += 1
         return conn
 
-    async def _release(self, conn: UpstreamConnection) -> None:
-        if self._may_keep(conn):
+    async def release(self, conn: UpstreamConnection, *, completed: bool) -> None:
+        """Give ``conn`` back after its exchange: kept for reuse, or closed."""
+        if not self.put_back(conn, completed=completed):
+            await conn.aclose()
+
+    def put_back(self, conn: UpstreamConnection, *, completed: bool) -> bool:
+        """:meth:`release` without the wait: True when ``conn`` went back to the pool, else
+        the caller closes it (the usual exchange then needs no await here)."""
+        if completed and self._may_keep(conn):
             conn.start_next_cycle()
             self.idle.append(conn)
-            return
-        await conn.aclose()
+            return True
+        conn.broken = True  # an error or cancellation, or not reusable: never again
+        return False
 
     def _may_keep(self, conn: UpstreamConnection) -> bool:
         if not conn.reusable:

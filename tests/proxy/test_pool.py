@@ -59,9 +59,9 @@ async def test_a_clean_exchange_is_reused(
     p = pool()
     await exchange(conn, upstream, OK)
     assert conn.surplus() is None
-    await p._release(conn)
+    await p.release(conn, completed=True)
     assert p.idle == [conn]
-    assert await p._acquire() is conn
+    assert await p.acquire() is conn
     assert p.reused == 1
 
 
@@ -72,7 +72,7 @@ async def test_bytes_in_h11s_buffer_condemn_it(
     p = pool()
     await exchange(conn, upstream, OK + b"HTTP/1.1 200 OK\r\n")
     assert conn.surplus() is Surplus.DATA
-    await p._release(conn)
+    await p.release(conn, completed=True)
     assert (p.idle, p.surplus, p.strict) == ([], 1, True)
 
 
@@ -82,12 +82,12 @@ async def test_bytes_arriving_while_idle_condemn_it_when_taken(
     conn, upstream = pair
     p = pool()
     await exchange(conn, upstream, OK)
-    await p._release(conn)
+    await p.release(conn, completed=True)
     upstream.sendall(b"HTTP/1.1 200 OK\r\nX-Poison: 1\r\n")
     await trio.sleep(0.01)
     # Condemned when taken; the fresh connection that replaces it is refused (port 9).
     with pytest.raises(UpstreamError):
-        await p._acquire()
+        await p.acquire()
     assert (p.idle, p.surplus, p.reused) == ([], 1, 0)
 
 
@@ -108,7 +108,7 @@ async def test_a_strict_pool_keeps_no_connection_that_carried_a_body(
     p = pool()
     p.strict = True
     await exchange(conn, upstream, OK, body=b"abc")
-    await p._release(conn)
+    await p.release(conn, completed=True)
     assert p.idle == []
     assert conn.broken  # closed
 
@@ -123,5 +123,5 @@ async def test_an_unfinished_exchange_is_never_reused(
     upstream.sendall(OK)
     await conn.next_event()  # the response head, but we never finished sending
     assert not conn.reusable
-    await p._release(conn)
+    await p.release(conn, completed=True)
     assert p.idle == []
