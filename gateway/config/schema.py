@@ -177,7 +177,8 @@ class ProxyConfig:
     body_timeout: float = field(default=60.0, metadata={"min": 0})  # the whole body: 408
     body_buffer_size: int = field(default=64 * KiB, metadata={"min": 0})  # in memory, then file
     body_temp_dir: str | None = None  # where larger bodies are spooled; None: the system's
-    pool_size: int = field(default=10, metadata={"min": 0})  # idle keep-alive per upstream
+    # idle keep-alive per upstream: as many as exchanges in flight (10 hit 85% at 20 clients)
+    pool_size: int = field(default=32, metadata={"min": 0})
     trusted_proxies: tuple[str, ...] = ()  # IPs/CIDRs whose X-Forwarded-For is extended
     preserve_host: bool = True
     routes: tuple[ProxyRoute, ...] = ()

@@ -26,7 +26,7 @@ def test_defaults_mean_no_proxy() -> None:
     config = parse({}, base_dir=REPO)
     assert config.proxy == ProxyConfig()
     assert (config.proxy.connect_timeout, config.proxy.read_timeout) == (5.0, 60.0)
-    assert (config.proxy.max_body_size, config.proxy.pool_size) == (1024 * 1024, 10)
+    assert (config.proxy.max_body_size, config.proxy.pool_size) == (1024 * 1024, 32)
     assert config.proxy.preserve_host is True
     app = build(config, environ={})
     assert app.proxy is None
