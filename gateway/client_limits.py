@@ -24,7 +24,6 @@ rotating addresses cannot flood the log either.  A worker enforces its share of 
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import math
 import os
@@ -108,16 +107,14 @@ class ClientLimits:
 
     # -- accept -----------------------------------------------------------------------------
 
-    def admit(self, stream: trio.SocketStream) -> Slot | None:
-        """A new connection: its :class:`Slot`, or ``None`` when its client is at
+    def admit(self, remote: Endpoint | None) -> Slot | None:
+        """A new connection from ``remote`` (the peer's endpoint; ``None``: not an IP peer, or
+        gone already): its :class:`Slot`, or ``None`` when its client is at
         ``connections_per_client`` (answer :data:`CONNECTIONS_RESPONSE` and close)."""
         slot = Slot()
-        if not self._counting:
-            return slot
-        try:
-            peer = unmapped(ipaddress.ip_address(stream.socket.getpeername()[0]))
-        except (OSError, ValueError, IndexError, TypeError):
-            return slot  # not an IP peer (or gone already): nothing to count
+        if not self._counting or remote is None:
+            return slot  # nothing to count
+        peer = unmapped(remote.address)
         if self.trusted and in_networks(peer, self.trusted):
             return slot  # a proxy: its clients are counted at their upgrades
         key = self.limiter.key(peer)

@@ -170,7 +170,8 @@ async def _accept_loop(
             app.stats.refused["capacity"] += 1
             nursery.start_soon(_refuse, stream, context)
             continue
-        slot = app.limits.admit(stream)  # [limits]: this client's open connections
+        remote = _remote(stream, context is not None)  # one getpeername, parsed once
+        slot = app.limits.admit(remote)  # [limits]: this client's open connections
         if slot is None:
             app.stats.refused["client"] += 1
             nursery.start_soon(_refuse, stream, context, CONNECTIONS_RESPONSE)
@@ -187,7 +188,7 @@ async def _accept_loop(
                 serve_connection,
                 app,
                 served,
-                remote=_remote(stream, context is not None),
+                remote=remote,
                 secure=context is not None,
                 slot=slot,
                 crashes=crashes,

@@ -6,7 +6,7 @@ import pytest
 from trio_websocket import Endpoint
 
 from gateway.api import Address
-from gateway.upgrade import _address, remote_text
+from gateway.upgrade import _address, _session_id, remote_text
 
 
 @pytest.mark.parametrize(
@@ -30,3 +30,9 @@ def test_the_peers_endpoint_becomes_the_sessions_address(
 
 def test_a_forwarded_client_has_no_port() -> None:
     assert remote_text(Address("203.0.113.7")) == "203.0.113.7"
+
+
+def test_session_ids_are_twelve_hex_digits_and_do_not_repeat() -> None:
+    ids = [_session_id() for _ in range(2000)]  # several refills of the pool
+    assert all(len(i) == 12 and int(i, 16) >= 0 for i in ids)
+    assert len(set(ids)) == len(ids)
