@@ -8,8 +8,8 @@ from functools import partial
 import trio
 import trio.testing
 
-from gateway.upgrade import serve_connection
 from gateway.testing import serve
+from gateway.upgrade import serve_connection
 from tests import lifecycle_plugins
 from tests.lifecycle_plugins import EVENTS
 

@@ -18,8 +18,8 @@ import trio_websocket
 from trio_websocket import ConnectionClosed, Endpoint
 
 from gateway.errors import ConfigError
-from gateway.upgrade import serve_connection
 from gateway.testing import TestGateway, serve
+from gateway.upgrade import serve_connection
 from tests.fixture_plugins import refused, wait_until
 
 CHAT = "plugins.chat:Chat"
