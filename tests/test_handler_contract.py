@@ -18,7 +18,8 @@ from trio_websocket import ConnectionRejected
 
 from gateway.errors import ConfigError
 from gateway.testing import serve
-from tests.fixture_plugins import Gatekeeper, Recorder, refused, wait_until
+from tests.fixture_plugins import Gatekeeper, Recorder
+from tests.support.in_memory_clients import refused, wait_until
 
 if TYPE_CHECKING:
     # Not imported at run time: pytest would try to collect the class (it lacks __test__).

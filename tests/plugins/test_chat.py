@@ -20,7 +20,7 @@ from trio_websocket import ConnectionClosed, Endpoint
 from gateway.errors import ConfigError
 from gateway.testing import TestGateway, serve
 from gateway.upgrade import serve_connection
-from tests.fixture_plugins import refused, wait_until
+from tests.support.in_memory_clients import refused, wait_until
 
 CHAT = "plugins.chat:Chat"
 PATH = "/chat/{room}"

@@ -14,7 +14,7 @@ import pytest
 from gateway.config.load import load_file
 from gateway.errors import ConfigError
 from gateway.testing import TestClient, TestGateway, serve
-from tests.fixture_plugins import refused, wait_until
+from tests.support.in_memory_clients import refused, wait_until
 
 CHAT = "plugins.chat:Chat"
 ONE_ROOM = "/classic/chat"  # the config.toml mount: no {room}, so one room for the mount

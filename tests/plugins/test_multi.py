@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from gateway.testing import TestGateway, serve
-from tests.fixture_plugins import wait_until
+from tests.support.in_memory_clients import wait_until
 
 MULTI = "plugins.multi:Multi"
 BAR = {"path": "/bar", "use": MULTI, "options": {"label": "Bar server", "greet": False}}
