@@ -19,6 +19,7 @@ import trio
 
 from gateway.core.upstream import Upstream
 from gateway.errors import UpstreamError, UpstreamTimeout
+from gateway.proxy.timer import ReadTimer, read_timer
 from gateway.wire import Wire
 
 RECEIVE_SIZE = 65536
@@ -64,8 +65,9 @@ class UpstreamConnection:
 
     Reads wait at most ``read_timeout`` between two successive reads (nginx's
     ``proxy_read_timeout``), writes at most ``read_timeout`` for the peer to take the bytes.
-    Both go straight to the socket first (:class:`gateway.wire.Wire`): a deadline (a cancel
-    scope) is set only when the kernel makes us wait.
+    Both go straight to the socket first (:class:`gateway.wire.Wire`).  A read that must wait
+    has its deadline kept by the run's :class:`~gateway.proxy.timer.ReadTimer` (no cancel
+    scope per read); a write that must wait, by a cancel scope.
     """
 
     def __init__(self, stream: trio.SocketStream, upstream: Upstream, read_timeout: float) -> None:
@@ -79,6 +81,8 @@ class UpstreamConnection:
         self.received = 0  # bytes received in the current exchange
         self.carried_body = False  # the current request had a body (see pool: strict reuse)
         self._awaiting = False  # the request just went out: no answer can be there yet
+        self._timer: ReadTimer | None = None  # this run's, once a read has to wait
+        self.timed_out = False  # set by the timer: the read timeout passed (the end of it)
 
     async def send(self, *events: h11.Event) -> None:
         """Serialise ``events`` with h11 and write them (the request body's pieces: h11
@@ -131,6 +135,8 @@ class UpstreamConnection:
                 await self.stream.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 self.broken = True
+                if self.timed_out:  # the read timer ended the response's wait: a 504 too
+                    raise UpstreamTimeout("upstream read timed out") from None
                 raise UpstreamError("upstream connection broken while sending") from None
         if scope.cancelled_caught:
             self.broken = True
@@ -175,32 +181,41 @@ class UpstreamConnection:
             if ready is not None:
                 self.received += len(ready)
                 return ready
+        wire = self.wire
+        if wire.fd < 0:  # not a plain socket: trio's stream, under a cancel scope
+            received = await self._receive_scoped(progress)
+            self.received += len(received)
+            return received
+        # The deadline is the run's ReadTimer's (no cancel scope per wait: see timer.py).
+        timer = self._timer
+        if timer is None:
+            timer = self._timer = read_timer()
+        timer.add(self, wire.fd, self.read_timeout, progress)
+        try:
+            while True:
+                await trio.lowlevel.wait_readable(wire.fd)
+                data = wire.receive_now(RECEIVE_SIZE)
+                if data is not None:
+                    self.received += len(data)
+                    return data
+        except trio.ClosedResourceError:
+            if self.timed_out:
+                self.broken = True
+                raise UpstreamTimeout("upstream read timed out") from None
+            return b""  # closed under us: read as the end
+        finally:
+            timer.discard(self)
+
+    async def _receive_scoped(self, progress: Callable[[], int] | None) -> bytes:
         before = progress() if progress is not None else 0
         while True:
             with trio.move_on_after(self.read_timeout):
-                data = await self._wait_and_read()
-                self.received += len(data)
-                return data
+                return await self.wire.receive(RECEIVE_SIZE)  # a reset reads as the end
             now = progress() if progress is not None else 0
             if now == before:
                 self.broken = True
                 raise UpstreamTimeout("upstream read timed out")
             before = now
-
-    async def _wait_and_read(self) -> bytes:
-        """At least one byte, or ``b""`` at the end (a reset too): as ``Wire.receive``, but
-        waiting first, since the caller has just found nothing there (or knows it)."""
-        wire = self.wire
-        if wire.fd < 0:
-            return await wire.receive(RECEIVE_SIZE)
-        while True:
-            try:
-                await trio.lowlevel.wait_readable(wire.fd)
-            except trio.ClosedResourceError:
-                return b""
-            data = wire.receive_now(RECEIVE_SIZE)
-            if data is not None:
-                return data
 
     @property
     def reusable(self) -> bool:
