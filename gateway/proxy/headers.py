@@ -140,7 +140,8 @@ def body_framing(headers: Headers) -> tuple[int | None, bool]:
 
 # Every request field a rule applies to besides the two below (``_`` in the name, the client
 # identity fields): one set lookup per field tells the usual field, passed on as is.
-_REQUEST_RULED = HOP_BY_HOP | _OURS | {b"expect"}
+_NEVER_KEPT = HOP_BY_HOP | _OURS  # (regenerated or dropped: never among the fields passed on)
+_REQUEST_RULED = _NEVER_KEPT | {b"expect"}
 # The same for responses: hop-by-hop fields, and those the proxy rewrites or reads.
 _RESPONSE_RULED = HOP_BY_HOP | {b"content-length", b"via", b"date"}
 _RESPONSE_KEEP = frozenset({b"content-length", b"via"})  # never removed by Connection
@@ -210,8 +211,9 @@ def request_headers(
             continue
         else:
             kept.append(field)
-    if named:
-        # Fields the proxy writes itself are never removed this way (_OURS).
+    if named and not named <= _NEVER_KEPT:
+        # Fields the proxy writes itself are never removed this way (_OURS), and hop-by-hop
+        # ones are gone already (``Connection: keep-alive`` needs no second pass).
         kept = [f for f in kept if f[0] not in named]
     host = hosts[0] if len(hosts) == 1 else None
     if preserve_host and host:
@@ -274,7 +276,7 @@ def response_headers(headers: Headers, *, http_version: bytes, date: bytes) -> H
         else:
             out.append(field)
     if named:
-        named -= _RESPONSE_KEEP
+        named -= _RESPONSE_KEEP | HOP_BY_HOP  # never removed / gone already (keep-alive)
         if named:
             out = [f for f in out if f[0] not in named]
             has_date = has_date and b"date" not in named
@@ -322,6 +324,10 @@ def _connection_tokens(value: bytes, named: set[bytes] | None) -> set[bytes]:
 
 
 def _join(values: list[bytes]) -> bytes:
+    if not values:  # the usual case: nothing to append to
+        return b""
+    if len(values) == 1:
+        return values[0].strip()
     return b", ".join(s for s in (v.strip() for v in values) if s)
 
 

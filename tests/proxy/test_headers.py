@@ -67,12 +67,14 @@ def test_hop_by_hop_fields_are_stripped_both_ways(name: bytes) -> None:
         (b"X-A", [b"x-a"], [b"x-b"]),
         (b"close, X-A , x-b", [b"x-a", b"x-b"], []),
         (b"keep-alive,,X-B", [b"x-b"], [b"x-a"]),
+        (b"keep-alive", [], [b"x-a", b"x-b", b"expect"]),
+        (b"Expect", [b"expect"], [b"x-a", b"x-b"]),  # a field the rules read is named too
     ],
 )
 def test_fields_named_in_connection_are_stripped(
     connection: bytes, gone: list[bytes], kept: list[bytes]
 ) -> None:
-    headers = [(b"connection", connection), (b"x-a", b"1"), (b"x-b", b"2")]
+    headers = [(b"connection", connection), (b"x-a", b"1"), (b"x-b", b"2"), (b"expect", b"3")]
     for out in (req(headers), response_headers(headers, http_version=b"1.1", date=b"D")):
         names = [n for n, _ in out]
         assert all(g not in names for g in gone)
@@ -292,7 +294,9 @@ _NAMES = st.sampled_from(
         b"cookie",
     ]
 )
-_VALUES = st.sampled_from([b"1", b"x-a", b"close, x-b", b"chunked", b"10.0.0.1", b" ", b"https"])
+_VALUES = st.sampled_from(
+    [b"1", b"x-a", b"close, x-b", b"keep-alive", b"expect", b"chunked", b"10.0.0.1", b" ", b"https"]
+)
 _FIELDS = st.lists(
     st.tuples(_NAMES, _VALUES)
     # h11 holds Content-Length to digits (and the front door refuses it with chunked)
