@@ -168,7 +168,7 @@ class UpstreamConnection:
             raise UpstreamError("upstream sent a malformed response") from None
         if event is h11.NEED_DATA:
             return None
-        if not isinstance(event, h11.Event) or isinstance(event, h11.ConnectionClosed):
+        if isinstance(event, type) or type(event) is h11.ConnectionClosed:  # PAUSED: a sentinel
             self.broken = True  # PAUSED (a second response?) or the upstream hung up
             raise UpstreamError("upstream closed the connection")
         return event

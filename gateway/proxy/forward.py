@@ -372,7 +372,7 @@ class _Exchange:
         up = self.up
         while True:
             event = await up.next_event(lambda: self.sent_up)
-            if isinstance(event, h11.Response):
+            if type(event) is h11.Response:  # (exact types: h11's events are ABCs, slow)
                 break
             if isinstance(event, h11.InformationalResponse):
                 if event.status_code == 101:
@@ -410,17 +410,17 @@ class _Exchange:
         out = [head]
         done = False
         while not done and (ready := up.next_ready()) is not None:
-            if isinstance(ready, h11.Data):
+            if type(ready) is h11.Data:
                 out.append(framer.data(ready.data))
-            elif isinstance(ready, h11.EndOfMessage):
+            elif type(ready) is h11.EndOfMessage:
                 out.append(framer.end())
                 done = True
         await self._write(b"".join(out), status)
         while not done:
             event = await up.next_event(lambda: self.sent_up)
-            if isinstance(event, h11.Data):
+            if type(event) is h11.Data:
                 await self._write(framer.data(event.data), status)
-            elif isinstance(event, h11.EndOfMessage):
+            elif type(event) is h11.EndOfMessage:
                 await self._write(framer.end(), status)
                 break
         if not self.body_done:
