@@ -2,12 +2,15 @@
 
     .venv/bin/python bench/proxy.py [--duration 10] [--connections 20]
     .venv/bin/python bench/proxy.py --against OTHER_CHECKOUT [--rounds 3] [--post-bytes 1024]
+                                    [--pool-size N]
 
 With ``--against`` it is an A/B run instead: the gateway from this checkout and from another
 one (say a worktree of the commit before a change: ``git worktree add /tmp/before HEAD~1``)
-front the same site, measured alternately ``--rounds`` times for ``GET /form`` and for a
-``POST /form`` with a ``--post-bytes`` body, and the medians of the gateway's CPU µs per
-request are printed side by side with their ratio.
+front the same site (on CPU 1 with wrk), measured alternately ``--rounds`` times (the order
+swapping every round) for ``GET /form`` and for a ``POST /form`` with a ``--post-bytes``
+body; the medians of the gateway's CPU µs per request are printed side by side with their
+ratio and the median of the rounds' ratios ("paired").  ``--pool-size`` sets
+``proxy.pool_size`` for both (else each tree's default).
 
 Starts the example legacy site (``examples/legacy/app.py`` under uvicorn) and a gateway that
 fronts it (``[proxy] upstream``), each pinned to CPU 0 with ``taskset`` when available, then
@@ -137,10 +140,13 @@ def start_gateway(tree: Path, config: Path) -> subprocess.Popen[bytes]:
 
 
 def compare(args: argparse.Namespace) -> int:
-    """A/B: this checkout's gateway against ``args.against``'s, same site, alternating."""
+    """A/B: this checkout's gateway against ``args.against``'s, same site, alternating (the
+    order swaps every round); the site on CPU 1 with wrk, so CPU 0 holds only the gateway
+    measured.  Prints the medians and the median of each round's ratio (a shared machine's
+    load moves both sides of a round alike)."""
     trees = {"this": REPO, "other": Path(args.against).resolve()}
     site_port = free_port()
-    site = start(pinned(0, uvicorn_argv(site_port)))
+    site = start(pinned(1, uvicorn_argv(site_port)))
     body = "value=" + "x" * max(0, args.post_bytes - len("value="))
     results: dict[tuple[str, str], list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -156,15 +162,21 @@ def compare(args: argparse.Namespace) -> int:
             for name, tree in trees.items():
                 port = free_port()
                 config = Path(tmp) / f"{name}.toml"
+                pool = "" if args.pool_size is None else f"pool_size = {args.pool_size}\n"
                 config.write_text(
                     f'[server]\nlisten = ["127.0.0.1:{port}"]\n'
-                    f'[proxy]\nupstream = "http://127.0.0.1:{site_port}"\n'
+                    f'[proxy]\nupstream = "http://127.0.0.1:{site_port}"\n{pool}'
                 )
                 gateways[name] = (start_gateway(tree, config), port)
                 wait_http(port)
-            for _ in range(args.rounds):
+            for proc, port in gateways.values():  # warm-up
+                wrk(port, 1, args.connections, [proc.pid])
+            for round_ in range(args.rounds):
+                order = list(gateways.items())
+                if round_ % 2:
+                    order.reverse()
                 for job, lua in (("GET", None), ("POST", str(script))):
-                    for name, (proc, port) in gateways.items():
+                    for name, (proc, port) in order:
                         rate, (gw_cpu,) = wrk(
                             port, args.duration, args.connections, [proc.pid], lua
                         )
@@ -177,13 +189,19 @@ def compare(args: argparse.Namespace) -> int:
             stop(site)
     print(
         f"A/B: this checkout vs {trees['other']}, {args.connections} connections, "
-        f"{args.duration:.0f} s x {args.rounds} rounds, medians (servers on CPU 0, wrk on CPU 1)"
+        f"{args.duration:.0f} s x {args.rounds} rounds, medians "
+        "(gateways on CPU 0, site and wrk on CPU 1)"
     )
-    print(f"{'gateway CPU µs/request':26} {'this':>8} {'other':>8} {'this/other':>11}")
+    print(
+        f"{'gateway CPU µs/request':26} {'this':>8} {'other':>8} {'this/other':>11} {'paired':>7}"
+    )
     for job in ("GET", "POST"):
         this, other = (statistics.median(results[(job, n)]) for n in ("this", "other"))
+        paired = statistics.median(
+            a / b for a, b in zip(results[(job, "this")], results[(job, "other")], strict=True)
+        )
         label = f"{job} /form" + (f" ({args.post_bytes} B body)" if job == "POST" else "")
-        print(f"{label:26} {this:8.0f} {other:8.0f} {this / other:11.3f}")
+        print(f"{label:26} {this:8.0f} {other:8.0f} {this / other:11.3f} {paired:7.3f}")
     return 0
 
 
@@ -208,6 +226,9 @@ def main() -> int:
     parser.add_argument("--against", help="another checkout: an A/B run of the two gateways")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--post-bytes", type=int, default=1024)
+    parser.add_argument(
+        "--pool-size", type=int, help="proxy.pool_size for both gateways (default: each's own)"
+    )
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed: apt-get install wrk")
