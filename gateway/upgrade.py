@@ -398,7 +398,7 @@ def open_session(
     )
     # DEBUG: the session's INFO line is the closing one, which says all this and more (one
     # line per session, as an access log has one per request: each costs ~5% of a handshake).
-    if session.log.isEnabledFor(logging.DEBUG):
+    if _sessions_log.isEnabledFor(logging.DEBUG):  # (session.log makes an adapter)
         user = auth.principal_user(request.principal)
         session.log.debug(
             "open %s",
