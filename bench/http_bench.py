@@ -26,7 +26,10 @@ COMMIT``) run with ``--log-level WARNING``; a small wrapper counts each ``Upstre
 leases so the proxy job's pool hit rate (``reused / (reused + opened)``) is printed too.
 
 "others" is the machine's busy CPU during a run minus the server's, wrk's and the upstream's:
-when its median is above 20% of a core the figures are marked provisional.
+when its median is above 20% of a core the figures are marked provisional.  Below the table,
+each request job's CPU per request is also given as the median of each round's ratio (this
+tree's gateway against the peer and against each ``--against`` gateway): both sides of a
+round share the machine's load at that moment, so these move less on a busy machine.
 
 Needs ``wrk`` and ``curl`` (Debian packages), and nginx: when ``/usr/sbin/nginx`` is missing,
 the set-up step installs Debian's ``nginx-light`` with apt-get (``--no-install`` to refuse).
@@ -585,6 +588,8 @@ def report(
     if wrk_jobs:
         print()
         print_requests(wrk_jobs, results)
+        print()
+        print_paired(wrk_jobs, results)
     transfers = [j for j in jobs if j.kind != "wrk"]
     if transfers:
         print()
@@ -619,6 +624,28 @@ def print_requests(jobs: list[Job], results: dict[tuple[str, str], list[Run]]) -
                 f"| {job.label:33} | {server.name:24} | {cpu:10.1f} | {rate:8,.0f} "
                 f"| {cpu / p_cpu:9.2f}x | {rate / p_rate:11.2f}x |"
             )
+
+
+def print_paired(jobs: list[Job], results: dict[tuple[str, str], list[Run]]) -> None:
+    """CPU per request as the median of each round's ratio: both sides of a round share the
+    machine's load at that moment, so on a busy machine these move less than the ratio of
+    the medians in the table."""
+    print("CPU per request, median of the rounds' ratios:")
+    for job in jobs:
+        names = [server.name for server, _ in job.servers]
+        this = results[(job.name, names[1])]
+        ratios = [f"{names[1]} / {names[0]} {paired(this, results[(job.name, names[0])]):.2f}x"]
+        ratios += [
+            f"{names[1]} / {other} {paired(this, results[(job.name, other)]):.3f}"
+            for other in names[2:]
+        ]
+        print(f"  {job.label}: " + "; ".join(ratios))
+
+
+def paired(runs: list[Run], others: list[Run]) -> float:
+    return statistics.median(
+        a.us_per_request / b.us_per_request for a, b in zip(runs, others, strict=True)
+    )
 
 
 def print_transfers(jobs: list[Job], results: dict[tuple[str, str], list[Run]]) -> None:
