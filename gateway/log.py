@@ -180,6 +180,8 @@ class OneLineFormatter(logging.Formatter):
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         """As :class:`logging.Formatter`'s, formatted once a second: ``strftime`` was a fifth
         of a line's cost (the format has no sub-second part)."""
+        if datefmt is None:  # logging's default format: milliseconds, nothing to share
+            return super().formatTime(record, datefmt)
         second = int(record.created)
         cached = self._time_cache
         if cached is None or cached[0] != second or datefmt != cached[1]:

@@ -208,6 +208,17 @@ def test_the_text_formats_time_follows_each_records_second() -> None:
     assert at(base + 0.5) == first  # back to an earlier second: formatted again, correctly
 
 
+def test_the_default_time_format_keeps_each_records_milliseconds() -> None:
+    """Without a ``datefmt`` the time has milliseconds (logging's default): two records in
+    the same second must not share the first one's."""
+    formatter = OneLineFormatter("%(asctime)s %(message)s")
+    base = 1_700_000_000.0
+    first, later = _created_at(base + 0.1), _created_at(base + 0.9)
+    first.msecs, later.msecs = 100.0, 900.0  # as LogRecord sets them from `created`
+    assert formatter.format(first).split(" ")[1].endswith(",100")
+    assert formatter.format(later).split(" ")[1].endswith(",900")
+
+
 def _created_at(created: float) -> logging.LogRecord:
     record = logging.LogRecord("t", logging.INFO, "", 0, "m", None, None)
     record.created = created
