@@ -152,7 +152,7 @@ def _scan(request: h11.Request, limits: HeadLimits) -> Reject | _Seen:
     line = len(request.method) + len(request.target) + 10  # "M T HTTP/1.1"
     if line > limits.max_request_line:
         return Reject(414, "request line too long", close=True)
-    items = request.headers.raw_items()  # names as sent: the same length lowercased
+    items = hdr.pairs(request.headers)  # lowercase names: the same length as sent
     if len(items) > limits.max_headers:
         return Reject(431, "too many header fields", close=True)
     longest = limits.max_header_line
@@ -160,12 +160,11 @@ def _scan(request: h11.Request, limits: HeadLimits) -> Reject | _Seen:
     hosts: list[bytes] = []
     upgrades: list[tuple[bytes, bytes]] = []
     has_te = has_cl = False
-    for raw, value in items:
-        size = len(raw) + len(value) + 2  # "name: value"
+    for name, value in items:
+        size = len(name) + len(value) + 2  # "name: value"
         if size > longest:
             return Reject(431, "header field too long", close=True)
         total += size + 2
-        name = raw.lower()
         if name in _WATCHED:
             if name == b"host":
                 hosts.append(value)

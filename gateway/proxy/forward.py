@@ -35,6 +35,7 @@ import h11
 import trio
 
 from gateway.config.schema import ProxyConfig
+from gateway.core import headers as hdr
 from gateway.core.decisions import REASONS, Proxy, Reject
 from gateway.errors import UpstreamError
 from gateway.log import RateLimit
@@ -49,7 +50,7 @@ from gateway.proxy.body import (
 )
 from gateway.proxy.client import UpstreamConnection, request_state
 from gateway.proxy.pool import Pools
-from gateway.wire import Wire, count_sent, fields, http_date
+from gateway.wire import Wire, count_sent, http_date
 
 __all__ = ["ClientGone", "ClientSide", "ProxyRuntime", "Refused", "forward"]
 
@@ -126,7 +127,7 @@ async def forward(
     """
     config = runtime.config
     client.method, client.version = request.method, request.http_version
-    request_fields = fields(request.headers)  # one pass over h11's fields, then a list
+    request_fields = hdr.pairs(request.headers)  # h11's own list, copied once
     length, chunked = rules.body_framing(request_fields)
     if length is not None and length > config.max_body_size:
         # nginx's client_max_body_size: refuse before any byte goes upstream.
@@ -384,7 +385,7 @@ class _Exchange:
         self.client.upstream_seconds = trio.current_time() - self.started
         self.client.status = event.status_code
         headers = rules.response_headers(
-            fields(event.headers),
+            hdr.pairs(event.headers),
             http_version=event.http_version,
             date=http_date(),
         )
