@@ -137,6 +137,24 @@ async def test_check_reject_refuses_before_any_handler_runs() -> None:
         assert len(gw.mount().clients) == 0
 
 
+@pytest.mark.parametrize(
+    ("plugin", "websocket", "options", "status"),
+    [
+        ("session_info", {"auth": "required"}, {}, 401),  # authentication's refusal
+        ("Gatekeeper", {}, {"reject_status": 403}, 403),  # the plugin's
+    ],
+)
+async def test_a_refused_handshake_says_the_connection_closes(
+    plugin: str, websocket: dict[str, str], options: dict[str, int], status: int
+) -> None:
+    """The seam ends the connection after any refusal, so the answer says so (RFC 9112
+    §9.6), even when the Reject itself would allow another request."""
+    async with serve(f"{FIX}:{plugin}", websocket=websocket, options=options) as gw:
+        rejection = await refused(gw, "/test")
+        assert rejection.status_code == status
+        assert (b"connection", b"close") in rejection.headers
+
+
 async def test_connect_raises_connection_rejected_itself() -> None:
     async with serve(f"{FIX}:Gatekeeper", options={"reject_status": 403}) as gw:
         with pytest.raises(ConnectionRejected) as caught:

@@ -557,6 +557,7 @@ class HTTPConnection:
         given); the connection then ends."""
         if request is not None:
             self._log_refused(request, reject, mount)
+        self._keep_alive = False  # the seam closes after any refusal: say so (RFC 9112 §9.6)
         await self._send_simple(reject)
 
     def trailing_data(self) -> bytes:
