@@ -8,7 +8,7 @@ the client's handshake rate (``[limits]``), capacity, authentication and the plu
 until the connection is registered; the 101, written by us in one write (h11 parsed the
 request, and is done with once it has: its ``trailing_data``, bytes the client sent right
 behind its handshake, go to the connection so no early frame is lost); the session
-(:func:`open_session`); and the handler under the handler contract (:func:`call_handler`,
+(:func:`open_session`); and the handler under the handler contract (:func:`handler_ending`,
 :mod:`gateway.api`).  Every step runs within the mount's ``handshake_timeout`` from the first
 byte of the request.  A refusal is answered by the HTTP side and ends the connection.
 
@@ -110,6 +110,8 @@ async def serve_connection(
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass  # the peer went away mid-write; nothing to report
     except Exception:
+        # Whatever step failed, the socket is not left open (closing twice is harmless).
+        await trio.aclose_forcefully(stream)
         if crashes is None:
             raise
         dropped = crashes.allow()
