@@ -205,6 +205,11 @@ class UpstreamConnection:
             return b""  # closed under us: read as the end
         finally:
             timer.discard(self)
+            if self.timed_out:
+                # Also when the bytes came in the same scheduling batch as the timer's look
+                # (they are read, and relayed): notify_closing was called, so the connection
+                # must be closed, never reused.
+                self.broken = True
 
     async def _receive_scoped(self, progress: Callable[[], int] | None) -> bytes:
         before = progress() if progress is not None else 0
