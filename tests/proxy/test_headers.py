@@ -371,6 +371,7 @@ def test_head_is_the_start_line_the_fields_and_an_empty_line() -> None:
         (b"x-a", b"a\x00b"),
         (b"x a", b"1"),  # names are tokens (RFC 9110 §5.6.2)
         (b"x:a", b"1"),
+        (b"caf\xc3\xa9", b"1"),  # not ASCII
         (b"", b"1"),
         (b"x\r\nb", b"1"),
     ],
