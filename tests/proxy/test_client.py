@@ -5,7 +5,6 @@ the proxy serialised goes out as is, while h11's client state machine learns the
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 
 import h11
 import pytest
@@ -17,15 +16,6 @@ from gateway.proxy.client import UpstreamConnection, request_state
 
 UP = Upstream("127.0.0.1", 9)
 HEAD = b"GET /x HTTP/1.1\r\nhost: a\r\n\r\n"
-
-
-@pytest.fixture
-def pair() -> Iterator[tuple[UpstreamConnection, socket.socket]]:
-    ours, theirs = socket.socketpair()
-    stream = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
-    yield UpstreamConnection(stream, UP, read_timeout=5.0), theirs
-    theirs.close()
-    ours.close()
 
 
 async def events(conn: UpstreamConnection) -> list[type[h11.Event]]:

@@ -5,7 +5,6 @@ upstream that ever sent a surplus makes the pool strict."""
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 
 import h11
 import pytest
@@ -17,16 +16,6 @@ from gateway.proxy.client import Surplus, UpstreamConnection
 from gateway.proxy.pool import UpstreamPool
 
 UP = Upstream("127.0.0.1", 9)
-
-
-@pytest.fixture
-def pair() -> Iterator[tuple[UpstreamConnection, socket.socket]]:
-    """An :class:`UpstreamConnection` and the raw socket playing the upstream."""
-    ours, theirs = socket.socketpair()
-    stream = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
-    yield UpstreamConnection(stream, UP, read_timeout=5.0), theirs
-    theirs.close()
-    ours.close()
 
 
 def pool() -> UpstreamPool:
