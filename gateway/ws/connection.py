@@ -8,17 +8,17 @@ Handlers written for trio-websocket run unchanged: the connection is a
 raised; tests/ws/test_compat.py runs the same checks against both.
 
 The engine underneath is the gateway's own (docs/design.md, option C): the 101 was already
-sent through h11, :mod:`gateway.ws.parser` parses client frames with the limits built in, and
-:mod:`gateway.ws.frames` encodes server frames.
+sent by the seam (:mod:`gateway.upgrade`), :mod:`gateway.ws.parser` parses client frames
+with the limits built in, and :mod:`gateway.ws.frames` encodes server frames.
 
-Tasks: :meth:`serve` runs the handler in the calling task.  The helper tasks (a reader, a
-writer) are started on need in the nursery that started that task (the server's), not in a
-nursery of the connection's own: an idle connection keeps no nursery, cancel scope and task
-set (~1 KiB each, docs/performance.md).  :meth:`serve` still returns only once its helpers
-are done (it cancels them on the way out), and a helper that fails drops only its own
-connection, logged.  Who reads the socket (the handler itself inside
-``get_message``, or a reader task while it is busy elsewhere) is :mod:`gateway.ws.reading`'s
-job; this module adds the API, sending and closing.
+Tasks: :meth:`serve` (or the :meth:`serving` context) runs the handler in the calling task. The
+helper tasks (a reader, a writer) are started on need in the nursery that started that task
+(the server's), not in a nursery of the connection's own: an idle connection keeps no nursery,
+cancel scope and task set (~1 KiB each, docs/performance.md). :meth:`serve` still returns only
+once its helpers are done (it cancels them on the way out), and a helper that fails drops only
+its own connection, logged. Who reads the socket (the handler itself inside ``get_message``, or
+a reader task while it is busy elsewhere) is :mod:`gateway.ws.reading`'s job; this module adds
+the API, sending and closing.
 
 Pongs and Close replies are written without waiting (directly, or by the writer task).  The
 keepalive clock lives in the attendant (:mod:`gateway.ws.attendant`: a ping every
