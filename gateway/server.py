@@ -178,9 +178,7 @@ async def _accept_loop(
             continue
         app.stats.accepted += 1
         app.connection_opened()
-        served: trio.abc.Stream = stream
-        if context is not None:
-            served = trio.SSLStream(stream, context, server_side=True, https_compatible=True)
+        served = _over_tls(stream, context)
         # The connection's one task runs the seam itself (no frame of ours above it for the
         # connection's whole life); it releases the slot and counts the connection closed.
         nursery.start_soon(
@@ -210,9 +208,7 @@ async def _refuse(
     second), unless ``MAX_LINGERING`` refusals are lingering already: then we close at once,
     so that refusals cannot be made to hold file descriptors."""
     global _lingering
-    served: trio.abc.Stream = stream
-    if context is not None:
-        served = trio.SSLStream(stream, context, server_side=True, https_compatible=True)
+    served = _over_tls(stream, context)
     linger = _lingering < MAX_LINGERING
     _lingering += linger
     try:
@@ -229,6 +225,13 @@ async def _refuse(
     finally:
         _lingering -= linger
         await trio.aclose_forcefully(served)
+
+
+def _over_tls(stream: trio.SocketStream, context: ssl.SSLContext | None) -> trio.abc.Stream:
+    """The stream to serve: TLS over ``stream`` on a TLS listener, else ``stream`` itself."""
+    if context is None:
+        return stream
+    return trio.SSLStream(stream, context, server_side=True, https_compatible=True)
 
 
 def _remote(stream: trio.SocketStream, secure: bool) -> Endpoint | None:

@@ -220,9 +220,7 @@ async def prepare(
         path=decision.path,
         params=decision.params,
         query=decision.query,
-        headers=tuple(
-            [(n.decode("latin-1"), v.decode("latin-1")) for n, v in hdr.pairs(request.headers)]
-        ),
+        headers=tuple([(hdr.text(n), hdr.text(v)) for n, v in hdr.pairs(request.headers)]),
         origin=info.origin,
         remote=remote,
         subprotocols=info.subprotocols,

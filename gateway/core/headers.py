@@ -42,7 +42,12 @@ def values(headers: Headers, name: bytes) -> list[bytes]:
 def first(headers: Headers, name: bytes) -> bytes | None:
     """The first value of ``name``, or ``None``; callers that forbid repeats check ``values``."""
     triples = _triples(headers)
-    for n, v in headers if triples is None else ((n, v) for _, n, v in triples):
+    if triples is not None:
+        for _, n, v in triples:
+            if n == name:
+                return v
+        return None
+    for n, v in headers:
         if n == name:
             return v
     return None

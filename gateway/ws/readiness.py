@@ -98,7 +98,7 @@ def readiness() -> Readiness:
     try:
         return _current.get()
     except LookupError:
-        pass
+        pass  # first use in this trio run: started below
     current = Readiness()
     _current.set(current)
     spawn_system_task(current.run, name="gateway.ws.readiness")
